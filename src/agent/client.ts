@@ -1,0 +1,131 @@
+// The daemon's side of the agent connection: one persistent unix-socket connection per
+// environment, with many multiplexed streams on it.
+import { connect, type Socket } from 'node:net';
+import { encodeFrame, FrameDecoder, Kind, type AgentOp, type AgentResponse } from './protocol.js';
+
+export interface StreamHandlers {
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+}
+
+export interface AgentStream {
+  readonly id: number;
+  readonly done: Promise<AgentResponse>;
+  writeStdin(chunk: Buffer): void;
+  endStdin(): void;
+  signal(sig: string): void;
+}
+
+export class AgentGoneError extends Error {
+  constructor(message = 'the environment agent connection closed') {
+    super(message);
+    this.name = 'AgentGoneError';
+  }
+}
+
+interface Pending {
+  handlers: StreamHandlers;
+  resolve: (r: AgentResponse) => void;
+  reject: (e: Error) => void;
+}
+
+export class AgentConnection {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closed = false;
+
+  private constructor(private readonly sock: Socket) {
+    const decoder = new FrameDecoder();
+    sock.setNoDelay(true);
+    sock.on('data', (chunk: Buffer) => {
+      let frames;
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        this.fail(new AgentGoneError(`bad data from agent: ${String(err)}`));
+        return;
+      }
+      for (const f of frames) {
+        const p = this.pending.get(f.id);
+        if (!p) continue;
+        if (f.kind === Kind.Stdout) p.handlers.onStdout?.(f.payload);
+        else if (f.kind === Kind.Stderr) p.handlers.onStderr?.(f.payload);
+        else if (f.kind === Kind.Response) {
+          this.pending.delete(f.id);
+          try {
+            p.resolve(JSON.parse(f.payload.toString('utf8')) as AgentResponse);
+          } catch {
+            p.reject(new AgentGoneError('agent sent a malformed response'));
+          }
+        }
+      }
+    });
+    sock.on('close', () => this.fail(new AgentGoneError()));
+    sock.on('error', (err) => this.fail(new AgentGoneError(`agent connection failed: ${err.message}`)));
+  }
+
+  static open(socketPath: string, signal?: AbortSignal): Promise<AgentConnection> {
+    return new Promise((resolve, reject) => {
+      const sock = connect(socketPath);
+      const onAbort = (): void => {
+        sock.destroy();
+        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      sock.once('connect', () => {
+        signal?.removeEventListener('abort', onAbort);
+        sock.removeAllListeners('error');
+        resolve(new AgentConnection(sock));
+      });
+      sock.once('error', (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      });
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  open(op: AgentOp, handlers: StreamHandlers = {}): AgentStream {
+    if (this.closed) throw new AgentGoneError();
+    const id = this.nextId++;
+    if (this.nextId > 0xfffffff0) this.nextId = 1;
+    const done = new Promise<AgentResponse>((resolve, reject) => {
+      this.pending.set(id, { handlers, resolve, reject });
+    });
+    this.sock.write(encodeFrame(Kind.Request, id, JSON.stringify(op)));
+    const write = (kind: number, payload?: Buffer | string): void => {
+      if (!this.closed && this.pending.has(id)) this.sock.write(encodeFrame(kind, id, payload));
+    };
+    return {
+      id,
+      done,
+      writeStdin: (chunk) => {
+        // Split large chunks so one stream cannot hold the connection for long.
+        for (let off = 0; off < chunk.length; off += 1 << 20) write(Kind.Stdin, chunk.subarray(off, off + (1 << 20)));
+      },
+      endStdin: () => write(Kind.StdinEnd),
+      signal: (sig) => write(Kind.Control, JSON.stringify({ signal: sig })),
+    };
+  }
+
+  async request(op: AgentOp, stdin?: Buffer): Promise<AgentResponse> {
+    const s = this.open(op);
+    if (stdin) s.writeStdin(stdin);
+    if (op.op === 'writeFile' || (op.op === 'exec' && op.stdin)) s.endStdin();
+    return s.done;
+  }
+
+  close(): void {
+    this.sock.destroy();
+    this.fail(new AgentGoneError());
+  }
+
+  private fail(err: Error): void {
+    this.closed = true;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,151 @@
+// new, ls, rm, describe, exec.
+import type { CreateEnvRequest, NetworkMode } from '../../core/api.js';
+import { BerthError } from '../../core/errors.js';
+import { bool, flag, numberFlag, parseArgs } from '../args.js';
+import { connectLocal } from '../connect.js';
+import { envTable, printJson } from '../output.js';
+
+export async function cmdNew(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, {
+    boolean: ['json', 'no-trust'],
+    value: ['repo', 'ref', 'toolchain', 'agent', 'task', 'network', 'memory', 'cpus', 'pids'],
+  });
+  const name = p.positionals[0];
+  if (!name || p.positionals.length > 1) throw new BerthError('usage', 'usage: berth new NAME --repo PATH|URL [--ref REF] [--agent A] [--task T]');
+  const repo = flag(p, 'repo');
+  if (!repo) throw new BerthError('usage', 'berth new needs --repo PATH|URL');
+  const network = flag(p, 'network');
+  if (network !== undefined && network !== 'egress' && network !== 'none') {
+    throw new BerthError('usage', `--network must be egress or none, not ${JSON.stringify(network)}`);
+  }
+  const limits: NonNullable<CreateEnvRequest['limits']> = {};
+  const mem = numberFlag(p, 'memory');
+  const cpus = numberFlag(p, 'cpus');
+  const pids = numberFlag(p, 'pids');
+  if (mem !== undefined) limits.memoryMb = Math.round(mem);
+  if (cpus !== undefined) limits.cpus = cpus;
+  if (pids !== undefined) limits.pids = Math.round(pids);
+  const client = await connectLocal({ autostart: true });
+  const env = await client.createEnv({
+    name,
+    repo,
+    ref: flag(p, 'ref'),
+    toolchain: flag(p, 'toolchain'),
+    agent: flag(p, 'agent'),
+    task: flag(p, 'task'),
+    network: network as NetworkMode | undefined,
+    limits,
+  });
+  client.close();
+  if (bool(p, 'json')) printJson(env);
+  else process.stdout.write(`${env.name}  ${env.state}  ${env.commit.slice(0, 12)}  ${env.identity.hash.slice(0, 19)}\n`);
+  return 0;
+}
+
+export async function cmdLs(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  const client = await connectLocal({ autostart: true });
+  const envs = await client.listEnvs();
+  client.close();
+  if (bool(p, 'json')) printJson(envs);
+  else process.stdout.write(envTable(envs) + '\n');
+  return 0;
+}
+
+export async function cmdRm(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  if (p.positionals.length === 0) throw new BerthError('usage', 'usage: berth rm NAME [NAME...]');
+  const client = await connectLocal({ autostart: true });
+  const removed: string[] = [];
+  for (const name of p.positionals) {
+    await client.removeEnv(name);
+    removed.push(name);
+  }
+  client.close();
+  if (bool(p, 'json')) printJson({ removed });
+  else process.stdout.write(removed.map((n) => `removed ${n}`).join('\n') + '\n');
+  return 0;
+}
+
+export async function cmdDescribe(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  const name = p.positionals[0];
+  if (!name) throw new BerthError('usage', 'usage: berth describe NAME');
+  const client = await connectLocal({ autostart: true });
+  const env = await client.getEnv(name);
+  client.close();
+  if (bool(p, 'json')) printJson(env);
+  else {
+    const lines = [
+      `name       ${env.name} (${env.id})`,
+      `state      ${env.state}`,
+      `repo       ${env.repo}`,
+      `ref        ${env.ref} -> ${env.commit}`,
+      `toolchain  ${env.toolchain}`,
+      `engine     ${env.engine}${env.containerId ? ` container ${env.containerId.slice(0, 12)}` : ''}`,
+      `network    ${env.network}`,
+      `limits     ${env.limits.memoryMb} MB memory, ${env.limits.cpus} CPU, ${env.limits.pids} pids`,
+      `labels     agent=${env.labels.agent ?? '-'} task=${env.labels.task ?? '-'}`,
+      `identity   ${env.identity.hash}`,
+      `           ${env.identity.short}`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  return 0;
+}
+
+export async function cmdExec(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: ['timeout', 'cwd', 'env'] });
+  const name = p.positionals[0];
+  const argvCmd = p.rest.length ? p.rest : p.positionals.slice(1);
+  if (!name || argvCmd.length === 0) throw new BerthError('usage', 'usage: berth exec NAME [--timeout SECONDS] [--cwd DIR] [--env K=V] -- CMD [ARGS...]');
+  const env: Record<string, string> = {};
+  for (const kv of p.flags.get('env') ?? []) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new BerthError('usage', `--env takes KEY=VALUE, not ${JSON.stringify(kv)}`);
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  const timeout = numberFlag(p, 'timeout');
+  const req = {
+    argv: argvCmd,
+    cwd: flag(p, 'cwd'),
+    env: Object.keys(env).length ? env : undefined,
+    timeoutMs: timeout ? Math.round(timeout * 1000) : undefined,
+  };
+  const client = await connectLocal({ autostart: true });
+  const json = bool(p, 'json');
+  const useStdin = !process.stdin.isTTY;
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const handle = client.execStream(name, { ...req, interactiveStdin: useStdin }, {
+    stdout: (c) => (json ? out.push(c) : process.stdout.write(c)),
+    stderr: (c) => (json ? err.push(c) : process.stderr.write(c)),
+  });
+  if (useStdin) {
+    process.stdin.on('data', (c: Buffer) => handle.writeStdin(c));
+    process.stdin.on('end', () => handle.endStdin());
+    process.stdin.on('error', () => handle.endStdin());
+  }
+  const forward = (sig: NodeJS.Signals) => () => handle.kill(sig);
+  process.on('SIGINT', forward('SIGINT'));
+  process.on('SIGTERM', forward('SIGTERM'));
+  try {
+    const r = await handle.wait();
+    if (json) {
+      printJson({
+        exitCode: r.exitCode,
+        signal: r.signal,
+        timedOut: r.timedOut,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timing: r.timing,
+      });
+    }
+    if (r.timedOut) process.stderr.write(`berth: command timed out after ${timeout}s and was killed\n`);
+    return r.exitCode;
+  } finally {
+    process.stdin.pause();
+    process.stdin.destroy();
+    client.close();
+  }
+}

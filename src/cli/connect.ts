@@ -1,0 +1,50 @@
+// Reaching the local node from the CLI, starting a daemon when none is running.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BerthError } from '../core/errors.js';
+import { NodeClient } from '../client/client.js';
+import { berthHome } from '../env/node-config.js';
+
+export function localSocket(): string {
+  return join(berthHome(), 'berth.sock');
+}
+
+export async function connectLocal(opts: { autostart: boolean }): Promise<NodeClient> {
+  const socketPath = localSocket();
+  const client = new NodeClient({ socketPath });
+  try {
+    await client.node(AbortSignal.timeout(5000));
+    return client;
+  } catch (err) {
+    if (!(err instanceof BerthError) || err.code !== 'daemon_unreachable') throw err;
+    if (!opts.autostart || process.env.BERTH_NO_AUTOSTART === '1') {
+      throw new BerthError('daemon_unreachable', `no berth daemon is running (${socketPath})`, 'start one with `berth daemon` or `berth up`');
+    }
+  }
+  const home = berthHome();
+  mkdirSync(home, { recursive: true });
+  const logPath = join(home, 'daemon.log');
+  const out = openSync(logPath, 'a');
+  const bin = resolve(fileURLToPath(import.meta.url), '..', 'main.js');
+  const child = spawn(process.execPath, [bin, 'daemon'], { detached: true, stdio: ['ignore', out, out], env: process.env });
+  child.unref();
+  process.stderr.write(`berth: no daemon was running; started one (pid ${child.pid}, log ${logPath})\n`);
+  let exited: number | null = null;
+  child.once('exit', (code) => (exited = code ?? 1));
+  for (let i = 0; i < 600; i++) {
+    if (exited !== null) break;
+    if (existsSync(socketPath)) {
+      try {
+        await client.node(AbortSignal.timeout(2000));
+        return client;
+      } catch {
+        /* not yet */
+      }
+    }
+    await sleep(50);
+  }
+  throw new BerthError('daemon_unreachable', `the daemon did not start`, `see ${logPath}`);
+}

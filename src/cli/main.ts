@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// berth's command line. Every command takes --json; errors are one line with a stable exit code.
+import { asBerthError, BerthError } from '../core/errors.js';
+import { VERSION } from '../core/version.js';
+import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
+import { cmdToolchain } from './commands/toolchain.js';
+import { cmdDaemon, cmdUp } from './commands/up.js';
+
+const HELP = `berth ${VERSION}: isolated, reproducible environments for coding agents
+
+  berth up [--listen HOST:PORT]        start a node in the foreground with a demo environment
+  berth daemon [--listen HOST:PORT]    run a node in the foreground
+  berth toolchain build [--force]      build the default toolchain image -> digest
+  berth new NAME --repo PATH|URL [--ref REF] [--toolchain DIGEST] [--agent A] [--task T]
+                 [--network egress|none] [--memory MB] [--cpus N] [--pids N]
+  berth ls                             environments on this node
+  berth exec NAME [--timeout S] [--cwd DIR] [--env K=V] -- CMD...
+  berth describe NAME                  what the environment is, and its identity
+  berth rm NAME...                     remove environments
+
+Every command takes --json. BERTH_HOME (default ~/.berth) holds the node's state;
+BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
+`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  up: cmdUp,
+  daemon: cmdDaemon,
+  toolchain: cmdToolchain,
+  new: cmdNew,
+  ls: cmdLs,
+  rm: cmdRm,
+  exec: cmdExec,
+  describe: cmdDescribe,
+};
+
+const LATER = new Set(['batch', 'shell', 'logs', 'verify', 'snap', 'fork', 'id', 'enter', 'push', 'drift', 'ci', 'pool', 'node', 'mcp', 'ssh-config', 'pause', 'resume', 'service']);
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === 'version' || cmd === '--version') {
+    process.stdout.write(VERSION + '\n');
+    return 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    if (LATER.has(cmd)) throw new BerthError('usage', `\`berth ${cmd}\` is not available in this version yet`);
+    throw new BerthError('usage', `unknown command ${JSON.stringify(cmd)}`, 'see `berth help`');
+  }
+  return run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const e = asBerthError(err);
+    process.stderr.write(`berth: ${e.oneLine()}\n`);
+    if (e.code === 'internal' && process.env.BERTH_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = e.exitCode;
+  },
+);

@@ -1,0 +1,187 @@
+// The one client of the node API. The CLI, the SDK and (later) the dashboard use it.
+import http from 'node:http';
+import { WebSocket } from 'ws';
+import type { CreateEnvRequest, EnvInfo, ExecRequest, ExecResult, NodeInfo } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
+
+export interface ClientOptions {
+  /** Unix socket of a local node. */
+  socketPath?: string;
+  /** http://host:port of a remote node, with its token. */
+  url?: string;
+  token?: string;
+  timeoutMs?: number;
+}
+
+export interface ExecStreamResult {
+  exitCode: number;
+  signal: string | null;
+  timedOut: boolean;
+  timing: ExecResult['timing'];
+}
+
+export interface ExecHandle {
+  writeStdin(chunk: Buffer): void;
+  endStdin(): void;
+  kill(signal?: string): void;
+  wait(): Promise<ExecStreamResult>;
+}
+
+export class NodeClient {
+  private readonly agent: http.Agent;
+
+  constructor(private readonly o: ClientOptions) {
+    if (!o.socketPath && !o.url) throw new BerthError('usage', 'a node client needs a socket path or a URL');
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  }
+
+  get target(): string {
+    return this.o.url ?? `unix://${this.o.socketPath}`;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string> = {};
+    if (payload) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    const base = this.o.url ? new URL(this.o.url) : undefined;
+    return new Promise<T>((resolve, reject) => {
+      const req = http.request(
+        {
+          agent: this.agent,
+          method,
+          path,
+          headers,
+          signal,
+          ...(base ? { host: base.hostname, port: Number(base.port) } : { socketPath: this.o.socketPath }),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', () => reject(interrupted()));
+          res.on('aborted', () => reject(interrupted()));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              return reject(new BerthError('internal', `node answered HTTP ${res.statusCode} with a body that is not JSON`));
+            }
+            if ((res.statusCode ?? 500) >= 400) return reject(BerthError.fromWire((json as { error?: unknown })?.error, res.statusCode));
+            resolve(json as T);
+          });
+        },
+      );
+      let sent = false;
+      req.on('finish', () => (sent = true));
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.name === 'AbortError') return reject(err);
+        if (sent && (err.code === 'ECONNRESET' || /socket hang up/.test(err.message))) return reject(interrupted());
+        reject(unreachable(this.target, err));
+      });
+      req.end(payload);
+    });
+  }
+
+  node(signal?: AbortSignal): Promise<NodeInfo> {
+    return this.request('GET', '/v1/node', undefined, signal);
+  }
+
+  createEnv(req: CreateEnvRequest, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.request('POST', '/v1/envs', req, signal);
+  }
+
+  async listEnvs(signal?: AbortSignal): Promise<EnvInfo[]> {
+    return (await this.request<{ envs: EnvInfo[] }>('GET', '/v1/envs', undefined, signal)).envs;
+  }
+
+  getEnv(name: string, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}`, undefined, signal);
+  }
+
+  async removeEnv(name: string, signal?: AbortSignal): Promise<void> {
+    await this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}`, undefined, signal);
+  }
+
+  /** One round trip; output is buffered (up to 16 MiB per command). */
+  exec(name: string, req: ExecRequest, signal?: AbortSignal): Promise<ExecResult> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/exec`, req, signal);
+  }
+
+  /** Streams stdout and stderr as they come, and takes stdin. */
+  execStream(
+    name: string,
+    req: ExecRequest & { interactiveStdin?: boolean },
+    sink: { stdout: (c: Buffer) => void; stderr: (c: Buffer) => void },
+  ): ExecHandle {
+    const path = `/v1/envs/${encodeURIComponent(name)}/exec/ws`;
+    const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
+    const ws = new WebSocket(url, { headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}, perMessageDeflate: false });
+    const queue: Buffer[] = [];
+    const sendOrQueue = (b: Buffer): void => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(b);
+      else queue.push(b);
+    };
+    const done = new Promise<ExecStreamResult>((resolve, reject) => {
+      let settled = false;
+      ws.on('open', () => {
+        ws.send(JSON.stringify(req));
+        for (const b of queue.splice(0)) ws.send(b);
+      });
+      ws.on('message', (data, isBinary) => {
+        const buf = data as Buffer;
+        if (isBinary) {
+          if (buf[0] === 1) sink.stdout(buf.subarray(1));
+          else if (buf[0] === 2) sink.stderr(buf.subarray(1));
+          return;
+        }
+        const msg = JSON.parse(buf.toString('utf8')) as { exit?: ExecStreamResult; error?: unknown };
+        settled = true;
+        if (msg.exit) resolve(msg.exit);
+        else reject(BerthError.fromWire(msg.error));
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          settled = true;
+          try {
+            reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
+          } catch {
+            reject(new BerthError('internal', `node refused the stream (HTTP ${res.statusCode})`));
+          }
+        });
+      });
+      ws.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled) return;
+        settled = true;
+        reject(ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? unreachable(this.target, err) : interrupted());
+      });
+      ws.on('close', () => {
+        if (!settled) reject(interrupted());
+      });
+    });
+    return {
+      writeStdin: (c) => sendOrQueue(Buffer.concat([Buffer.of(0), c])),
+      endStdin: () => sendOrQueue(Buffer.of(1)),
+      kill: (sig = 'SIGTERM') => sendOrQueue(Buffer.concat([Buffer.of(2), Buffer.from(sig)])),
+      wait: () => done,
+    };
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+function unreachable(target: string, err: NodeJS.ErrnoException): BerthError {
+  return new BerthError('daemon_unreachable', `no berth daemon answers at ${target} (${err.code ?? err.message})`, 'start one with `berth daemon`, or run `berth up`');
+}
+
+function interrupted(): BerthError {
+  return new BerthError('interrupted', 'the berth daemon stopped while handling the request', 'run `berth ls` to see the state; the daemon cleans up half-made work when it starts again');
+}

@@ -1,0 +1,80 @@
+// Errors with stable codes. One table maps each code to its CLI exit code and HTTP status,
+// so the daemon, the client and the CLI agree without guessing.
+
+export const ERROR_TABLE = {
+  usage: { exit: 2, http: 400 },
+  invalid_name: { exit: 3, http: 400 },
+  invalid_request: { exit: 3, http: 400 },
+  not_found: { exit: 4, http: 404 },
+  already_exists: { exit: 5, http: 409 },
+  repo_not_found: { exit: 6, http: 422 },
+  ref_not_found: { exit: 7, http: 422 },
+  image_missing: { exit: 8, http: 422 },
+  engine_unavailable: { exit: 9, http: 503 },
+  daemon_unreachable: { exit: 10, http: 503 },
+  interrupted: { exit: 11, http: 503 },
+  not_running: { exit: 12, http: 409 },
+  unauthorized: { exit: 13, http: 401 },
+  too_large: { exit: 14, http: 413 },
+  timeout: { exit: 124, http: 504 },
+  command_not_found: { exit: 127, http: 422 },
+  internal: { exit: 1, http: 500 },
+} as const satisfies Record<string, { exit: number; http: number }>;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_TABLE, value);
+}
+
+/** An error a user can act on: a stable code, a one-line message, and what to do about it. */
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BerthError';
+    this.code = code;
+    this.hint = hint;
+  }
+
+  get exitCode(): number {
+    return ERROR_TABLE[this.code].exit;
+  }
+
+  get httpStatus(): number {
+    return ERROR_TABLE[this.code].http;
+  }
+
+  /** The one line a user sees: message, then the fix. */
+  oneLine(): string {
+    return this.hint ? `${this.message}: ${this.hint}` : this.message;
+  }
+
+  toWire(): WireError {
+    return { code: this.code, message: this.message, ...(this.hint ? { hint: this.hint } : {}) };
+  }
+
+  static fromWire(wire: unknown, fallbackStatus?: number): BerthError {
+    if (wire && typeof wire === 'object') {
+      const w = wire as Record<string, unknown>;
+      if (isErrorCode(w.code) && typeof w.message === 'string') {
+        return new BerthError(w.code, w.message, typeof w.hint === 'string' ? w.hint : undefined);
+      }
+    }
+    return new BerthError('internal', `unexpected error response${fallbackStatus ? ` (HTTP ${fallbackStatus})` : ''}`);
+  }
+}
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+}
+
+export function asBerthError(err: unknown): BerthError {
+  if (err instanceof BerthError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new BerthError('internal', message, undefined, { cause: err });
+}

@@ -1,0 +1,202 @@
+// The Engine over the Docker Engine API, as served by Docker and by Podman's
+// compatible service (and so by Colima and Docker Desktop).
+import type { Readable } from 'node:stream';
+import { BerthError } from '../core/errors.js';
+import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, ImageInfo, NetworkInfo } from './engine.js';
+import { EngineHttp, engineMessage, type HttpResponse } from './http-client.js';
+
+const API = '/v1.41';
+
+export class DockerApiEngine implements Engine {
+  private readonly http: EngineHttp;
+  private cachedVersion: EngineVersion | undefined;
+
+  constructor(readonly endpoint: string) {
+    this.http = new EngineHttp(endpoint);
+  }
+
+  async version(signal?: AbortSignal): Promise<EngineVersion> {
+    if (this.cachedVersion) return this.cachedVersion;
+    const res = await this.http.request('GET', `${API}/version`, undefined, signal);
+    check(res, 'read the engine version');
+    const v = JSON.parse(res.body.toString('utf8')) as {
+      Version?: string;
+      ApiVersion?: string;
+      Components?: Array<{ Name?: string }>;
+    };
+    const isPodman = (v.Components ?? []).some((c) => /podman/i.test(c.Name ?? ''));
+    this.cachedVersion = { name: isPodman ? 'podman' : 'docker', version: v.Version ?? '?', apiVersion: v.ApiVersion ?? '?' };
+    return this.cachedVersion;
+  }
+
+  async inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null> {
+    const res = await this.http.request('GET', `${API}/images/${encodeURIComponent(ref)}/json`, undefined, signal);
+    if (res.status === 404) return null;
+    check(res, `inspect image ${ref}`);
+    const j = JSON.parse(res.body.toString('utf8')) as { Id: string; RepoTags?: string[] | null; Size?: number };
+    return { id: j.Id.startsWith('sha256:') ? j.Id : `sha256:${j.Id}`, tags: j.RepoTags ?? [], size: j.Size ?? 0 };
+  }
+
+  async loadImage(archive: Readable, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.upload(`${API}/images/load?quiet=1`, archive, 'application/x-tar', signal);
+    check(res, 'load image');
+    const text = res.body.toString('utf8');
+    if (/"error"\s*:/.test(text)) throw new BerthError('internal', `engine refused the image: ${text.slice(0, 300)}`);
+  }
+
+  async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    const body = {
+      Image: spec.image,
+      Cmd: spec.cmd,
+      Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      Labels: spec.labels,
+      WorkingDir: spec.workdir,
+      Hostname: spec.name.slice(0, 63),
+      HostConfig: {
+        Binds: spec.mounts.map((m) => `${m.source}:${m.target}:${m.readOnly ? 'ro' : 'rw'}`),
+        Memory: spec.memoryBytes,
+        MemorySwap: spec.memoryBytes,
+        NanoCpus: spec.nanoCpus,
+        PidsLimit: spec.pidsLimit,
+        Ulimits: spec.ulimits.map((u) => ({ Name: u.name, Soft: u.soft, Hard: u.hard })),
+        NetworkMode: spec.network,
+        Init: spec.init,
+        SecurityOpt: ['no-new-privileges'],
+        ...(spec.runtime ? { Runtime: spec.runtime } : {}),
+      },
+    };
+    const res = await this.http.request('POST', `${API}/containers/create?name=${encodeURIComponent(spec.name)}`, body, signal);
+    if (res.status === 404) throw new BerthError('image_missing', `image ${spec.image} is not on this node`, 'build it with `berth toolchain build`');
+    if (res.status === 409) throw new BerthError('already_exists', `a container named ${spec.name} already exists in the engine`, 'remove it or pick another name');
+    check(res, 'create container');
+    return (JSON.parse(res.body.toString('utf8')) as { Id: string }).Id;
+  }
+
+  async startContainer(id: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.request('POST', `${API}/containers/${id}/start`, undefined, signal);
+    if (res.status === 304) return;
+    check(res, 'start container');
+  }
+
+  async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.request('DELETE', `${API}/containers/${id}?force=true&v=true`, undefined, signal);
+    if (res.status === 404) return;
+    check(res, 'remove container');
+  }
+
+  async inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo | null> {
+    const res = await this.http.request('GET', `${API}/containers/${id}/json`, undefined, signal);
+    if (res.status === 404) return null;
+    check(res, 'inspect container');
+    const j = JSON.parse(res.body.toString('utf8')) as {
+      Id: string;
+      Name: string;
+      Image: string;
+      State?: { Status?: string; Pid?: number; Paused?: boolean };
+      Config?: { Labels?: Record<string, string> | null };
+    };
+    return {
+      id: j.Id,
+      name: j.Name.replace(/^\//, ''),
+      status: normalizeStatus(j.State?.Paused ? 'paused' : j.State?.Status),
+      labels: j.Config?.Labels ?? {},
+      pid: j.State?.Pid || null,
+      image: j.Image,
+    };
+  }
+
+  async listContainers(labels: Record<string, string>, signal?: AbortSignal): Promise<ContainerInfo[]> {
+    const filters = JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) });
+    const res = await this.http.request('GET', `${API}/containers/json?all=true&filters=${encodeURIComponent(filters)}`, undefined, signal);
+    check(res, 'list containers');
+    const list = JSON.parse(res.body.toString('utf8')) as Array<{
+      Id: string;
+      Names?: string[];
+      Image: string;
+      State?: string;
+      Labels?: Record<string, string> | null;
+    }>;
+    return list.map((c) => ({
+      id: c.Id,
+      name: (c.Names?.[0] ?? '').replace(/^\//, ''),
+      status: normalizeStatus(c.State),
+      labels: c.Labels ?? {},
+      pid: null,
+      image: c.Image,
+    }));
+  }
+
+  async pauseContainer(id: string, signal?: AbortSignal): Promise<void> {
+    check(await this.http.request('POST', `${API}/containers/${id}/pause`, undefined, signal), 'pause container');
+  }
+
+  async unpauseContainer(id: string, signal?: AbortSignal): Promise<void> {
+    check(await this.http.request('POST', `${API}/containers/${id}/unpause`, undefined, signal), 'resume container');
+  }
+
+  async ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<NetworkInfo> {
+    let res = await this.http.request('GET', `${API}/networks/${encodeURIComponent(name)}`, undefined, signal);
+    if (res.status === 404) {
+      const created = await this.http.request(
+        'POST',
+        `${API}/networks/create`,
+        {
+          Name: name,
+          Driver: 'bridge',
+          Labels: labels,
+          // Docker honours this; for Podman the node adds the same rule itself.
+          Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+        },
+        signal,
+      );
+      if (created.status !== 409) check(created, `create network ${name}`);
+      res = await this.http.request('GET', `${API}/networks/${encodeURIComponent(name)}`, undefined, signal);
+    }
+    check(res, `inspect network ${name}`);
+    const j = JSON.parse(res.body.toString('utf8')) as {
+      Id: string;
+      Name: string;
+      Options?: Record<string, string> | null;
+      IPAM?: { Config?: Array<{ Subnet?: string }> | null };
+    };
+    const opts = j.Options ?? {};
+    const bridge =
+      opts['com.docker.network.bridge.name'] ?? (j.Id && (await this.version(signal)).name === 'docker' ? `br-${j.Id.slice(0, 12)}` : null);
+    return {
+      name: j.Name,
+      id: j.Id,
+      bridge,
+      subnets: (j.IPAM?.Config ?? []).map((c) => c.Subnet ?? '').filter(Boolean),
+    };
+  }
+
+  close(): void {
+    this.http.close();
+  }
+}
+
+function normalizeStatus(s: string | undefined): ContainerStatus {
+  switch (s) {
+    case 'created':
+    case 'configured':
+      return 'created';
+    case 'running':
+      return 'running';
+    case 'paused':
+      return 'paused';
+    case 'exited':
+    case 'stopped':
+      return 'exited';
+    case 'dead':
+      return 'dead';
+    default:
+      return 'unknown';
+  }
+}
+
+function check(res: HttpResponse, what: string): void {
+  if (res.status >= 200 && res.status < 300) return;
+  const msg = engineMessage(res);
+  if (res.status === 404) throw new BerthError('not_found', `could not ${what}: ${msg}`);
+  throw new BerthError('internal', `engine could not ${what}: ${msg}`);
+}

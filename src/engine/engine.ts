@@ -1,0 +1,76 @@
+// The one interface every backend implements. It speaks in berth's terms (a container
+// spec, labels, mounts, limits), not in any engine's, so a Kubernetes backend can implement
+// it with pods later.
+import type { Readable } from 'node:stream';
+
+export interface Mount {
+  source: string; // host path
+  target: string; // path in the environment
+  readOnly: boolean;
+}
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  cmd: string[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  mounts: Mount[];
+  workdir: string;
+  memoryBytes: number;
+  nanoCpus: number;
+  pidsLimit: number;
+  ulimits: Array<{ name: string; soft: number; hard: number }>;
+  /** 'none' for no network, or the name of an engine network. */
+  network: string;
+  /** An init process as PID 1 that reaps orphans. */
+  init: boolean;
+  runtime?: string;
+}
+
+export type ContainerStatus = 'created' | 'running' | 'paused' | 'exited' | 'dead' | 'unknown';
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  status: ContainerStatus;
+  labels: Record<string, string>;
+  pid: number | null;
+  image: string;
+}
+
+export interface ImageInfo {
+  id: string; // sha256:...
+  tags: string[];
+  size: number;
+}
+
+export interface NetworkInfo {
+  name: string;
+  id: string;
+  /** The host-side bridge interface, when the engine reports one. */
+  bridge: string | null;
+  subnets: string[];
+}
+
+export interface EngineVersion {
+  name: 'podman' | 'docker' | 'unknown';
+  version: string;
+  apiVersion: string;
+}
+
+export interface Engine {
+  readonly endpoint: string;
+  version(signal?: AbortSignal): Promise<EngineVersion>;
+  inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null>;
+  loadImage(archive: Readable, signal?: AbortSignal): Promise<void>;
+  createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
+  startContainer(id: string, signal?: AbortSignal): Promise<void>;
+  removeContainer(id: string, signal?: AbortSignal): Promise<void>;
+  inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo | null>;
+  listContainers(labels: Record<string, string>, signal?: AbortSignal): Promise<ContainerInfo[]>;
+  pauseContainer(id: string, signal?: AbortSignal): Promise<void>;
+  unpauseContainer(id: string, signal?: AbortSignal): Promise<void>;
+  ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<NetworkInfo>;
+  close(): void;
+}

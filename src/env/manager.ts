@@ -1,0 +1,347 @@
+// The environment manager: lifecycle (create, list, remove), exec through each
+// environment's agent, describe, and reconciliation with the engine after a restart.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
+import { encodeIdentity, identityHash, type Identity } from '../core/identity.js';
+import { validateEnvName, validateLabel } from '../core/names.js';
+import { AgentConnection, AgentGoneError } from '../agent/client.js';
+import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
+import type { EnvRow, StateDb } from '../node/state-db.js';
+import { defaultToolchainDigest } from '../toolchain/base-image.js';
+import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
+import { isolateSubnets } from './firewall.js';
+import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
+
+export const LABEL = {
+  managed: 'org.berth.managed',
+  node: 'org.berth.node',
+  env: 'org.berth.env',
+  name: 'org.berth.name',
+  agent: 'org.berth.agent',
+  task: 'org.berth.task',
+} as const;
+
+const AGENT_SOCKET_IN_ENV = '/.berth/run/agent.sock';
+
+export interface ManagerOptions {
+  config: NodeConfig;
+  engine: Engine;
+  engineName: string;
+  db: StateDb;
+  log: (line: string) => void;
+}
+
+export class EnvManager {
+  private readonly agents = new Map<string, Promise<AgentConnection>>();
+  private networkReady: Promise<void> | undefined;
+  private readonly creating = new Map<string, AbortController>();
+
+  constructor(private readonly o: ManagerOptions) {}
+
+  get config(): NodeConfig {
+    return this.o.config;
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------
+
+  async create(req: CreateEnvRequest, signal?: AbortSignal): Promise<EnvInfo> {
+    const name = validateEnvName(req.name);
+    const agent = validateLabel('agent', req.agent);
+    const task = validateLabel('task', req.task);
+    const network: NetworkMode = req.network ?? 'egress';
+    const limits: Limits = { ...this.o.config.defaultLimits, ...(req.limits ?? {}) };
+    if (this.o.db.envByName(name)) {
+      throw new BerthError('already_exists', `environment ${name} already exists`, `pick another name, or remove it with \`berth rm ${name}\``);
+    }
+    const toolchainRef = req.toolchain ?? defaultToolchainDigest();
+    if (!toolchainRef) {
+      throw new BerthError('image_missing', 'this node has no toolchain image yet', 'build one with `berth toolchain build`');
+    }
+    const image = await this.o.engine.inspectImage(toolchainRef, signal);
+    if (!image) {
+      throw new BerthError('image_missing', `toolchain image ${toolchainRef} is not on this node`, 'build it with `berth toolchain build`, or give --toolchain');
+    }
+    const resolved = await resolveRepo(req.repo, req.ref, this.o.config.cacheRoot, signal);
+
+    const id = randomBytes(6).toString('hex');
+    const dir = join(this.o.config.home, 'envs', id);
+    const row: EnvRow = {
+      id,
+      name,
+      state: 'creating',
+      repo: resolved.repo,
+      ref: req.ref ?? 'HEAD',
+      commit_sha: resolved.commit,
+      toolchain: image.id,
+      container_id: null,
+      engine: this.o.engineName,
+      network,
+      limits,
+      agent: agent ?? null,
+      task: task ?? null,
+      dir,
+      created_at: new Date().toISOString(),
+    };
+    // The row goes in first, marked `creating`: a daemon killed from here on leaves a row
+    // that the next start recognizes and cleans up together with whatever it points at.
+    if (!this.o.db.insertEnv(row)) {
+      throw new BerthError('already_exists', `environment ${name} already exists`, `pick another name, or remove it with \`berth rm ${name}\``);
+    }
+    const abort = new AbortController();
+    this.creating.set(id, abort);
+    const sig = signal ? AbortSignal.any([signal, abort.signal]) : abort.signal;
+    try {
+      mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
+      await checkoutWorkspace(resolved, join(dir, 'workspace'), `berth/${name}`, sig);
+      if (network === 'egress') await this.ensureNetwork(sig);
+      const spec = this.containerSpec(row, resolved.mirror);
+      const containerId = await this.o.engine.createContainer(spec, sig);
+      this.o.db.updateEnv(id, { container_id: containerId });
+      await this.o.engine.startContainer(containerId, sig);
+      await this.connectAgent(row, containerId, sig);
+      this.o.db.updateEnv(id, { state: 'running' });
+      return this.info({ ...row, state: 'running', container_id: containerId });
+    } catch (err) {
+      await this.destroy({ ...row, container_id: this.o.db.envById(id)?.container_id ?? null }).catch(() => {});
+      if (sig.aborted && !(err instanceof BerthError)) throw new BerthError('interrupted', `creating ${name} was cancelled`);
+      throw err;
+    } finally {
+      this.creating.delete(id);
+    }
+  }
+
+  private containerSpec(row: EnvRow, mirror: string): ContainerSpec {
+    const c = this.o.config;
+    const mounts: Mount[] = [
+      { source: join(row.dir, 'workspace'), target: '/workspace', readOnly: false },
+      { source: join(row.dir, 'run'), target: '/.berth/run', readOnly: false },
+      { source: c.agentDir, target: '/.berth/agent', readOnly: true },
+      { source: c.nodeBinary, target: '/.berth/bin/node', readOnly: true },
+      // Workspaces borrow the mirror's objects (git alternates) at the same path.
+      { source: mirror, target: mirror, readOnly: true },
+    ];
+    const env: Record<string, string> = {
+      BERTH_ENV: row.name,
+      BERTH_ENV_ID: row.id,
+      HOME: '/root',
+      ...c.proxyEnv,
+    };
+    if (c.caBundle) {
+      mounts.push({ source: c.caBundle, target: CA_PATH_IN_ENV, readOnly: true });
+      Object.assign(env, trustEnv());
+    }
+    const labels: Record<string, string> = {
+      [LABEL.managed]: 'true',
+      [LABEL.node]: c.nodeId,
+      [LABEL.env]: row.id,
+      [LABEL.name]: row.name,
+    };
+    if (row.agent) labels[LABEL.agent] = row.agent;
+    if (row.task) labels[LABEL.task] = row.task;
+    return {
+      name: `berth-${c.nodeId}-${row.name}`,
+      image: row.toolchain,
+      cmd: ['/.berth/bin/node', '/.berth/agent/agent.js', '--socket', AGENT_SOCKET_IN_ENV],
+      env,
+      labels,
+      mounts,
+      workdir: '/workspace',
+      memoryBytes: row.limits.memoryMb * 1024 * 1024,
+      nanoCpus: Math.round(row.limits.cpus * 1e9),
+      pidsLimit: row.limits.pids,
+      ulimits: c.ulimits,
+      network: row.network === 'none' ? 'none' : c.networkName,
+      init: true,
+    };
+  }
+
+  private ensureNetwork(signal?: AbortSignal): Promise<void> {
+    this.networkReady ??= (async () => {
+      const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
+      const fw = await isolateSubnets(net.subnets);
+      this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
+    })().catch((err: unknown) => {
+      this.networkReady = undefined;
+      throw err;
+    });
+    return this.networkReady;
+  }
+
+  async remove(name: string): Promise<void> {
+    const row = this.mustGet(name);
+    this.creating.get(row.id)?.abort();
+    this.o.db.updateEnv(row.id, { state: 'removing' });
+    await this.destroy(row);
+  }
+
+  /** Removes the container, the files and the row, in that order; safe to repeat. */
+  private async destroy(row: EnvRow): Promise<void> {
+    const conn = this.agents.get(row.id);
+    this.agents.delete(row.id);
+    conn?.then((c) => c.close()).catch(() => {});
+    const containers = row.container_id
+      ? [row.container_id]
+      : (await this.o.engine.listContainers({ [LABEL.env]: row.id, [LABEL.node]: this.o.config.nodeId })).map((c) => c.id);
+    for (const cid of containers) await this.o.engine.removeContainer(cid);
+    rmSync(row.dir, { recursive: true, force: true });
+    this.o.db.deleteEnv(row.id);
+  }
+
+  list(): EnvInfo[] {
+    return this.o.db.listEnvs().map((r) => this.info(r));
+  }
+
+  get(name: string): EnvInfo {
+    return this.info(this.mustGet(name));
+  }
+
+  private mustGet(name: string): EnvRow {
+    validateEnvName(name);
+    const row = this.o.db.envByName(name);
+    if (!row) throw new BerthError('not_found', `no environment named ${name}`, 'see `berth ls` for the environments on this node');
+    return row;
+  }
+
+  info(row: EnvRow): EnvInfo {
+    const identity: Identity = { repo: row.repo, ref: row.commit_sha, toolchain: row.toolchain };
+    return {
+      id: row.id,
+      name: row.name,
+      state: row.state,
+      repo: row.repo,
+      ref: row.ref,
+      commit: row.commit_sha,
+      toolchain: row.toolchain,
+      containerId: row.container_id,
+      engine: row.engine,
+      network: row.network,
+      limits: row.limits,
+      labels: { ...(row.agent ? { agent: row.agent } : {}), ...(row.task ? { task: row.task } : {}) },
+      createdAt: row.created_at,
+      identity: { ...identity, hash: identityHash(identity), short: encodeIdentity(identity) },
+    };
+  }
+
+  // ---- the agent -----------------------------------------------------------------------
+
+  /** The persistent connection to an environment's agent, opened on first use. */
+  async agentFor(name: string): Promise<{ row: EnvRow; conn: AgentConnection }> {
+    const row = this.mustGet(name);
+    if (row.state !== 'running') {
+      throw new BerthError('not_running', `environment ${name} is ${row.state}`, row.state === 'vanished' ? `its container is gone; remove it with \`berth rm ${name}\`` : 'wait for it, or remove it');
+    }
+    const cached = this.agents.get(row.id);
+    if (cached) {
+      const conn = await cached.catch(() => undefined);
+      if (conn?.isOpen) return { row, conn };
+      this.agents.delete(row.id);
+    }
+    const pending = this.reconnect(row);
+    this.agents.set(row.id, pending);
+    try {
+      return { row, conn: await pending };
+    } catch (err) {
+      this.agents.delete(row.id);
+      throw err;
+    }
+  }
+
+  private async reconnect(row: EnvRow): Promise<AgentConnection> {
+    try {
+      return await AgentConnection.open(join(row.dir, 'run', 'agent.sock'), AbortSignal.timeout(2000));
+    } catch {
+      const c = row.container_id ? await this.o.engine.inspectContainer(row.container_id) : null;
+      if (!c) {
+        this.o.db.updateEnv(row.id, { state: 'vanished' });
+        throw new BerthError('not_running', `environment ${row.name}'s container has vanished`, `remove it with \`berth rm ${row.name}\``);
+      }
+      if (c.status === 'paused') throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
+      if (c.status !== 'running') {
+        await this.o.engine.startContainer(c.id);
+        return this.connectAgent(row, c.id);
+      }
+      throw new BerthError('internal', `environment ${row.name}'s agent is not answering`);
+    }
+  }
+
+  private async connectAgent(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<AgentConnection> {
+    const sock = join(row.dir, 'run', 'agent.sock');
+    const deadline = Date.now() + 20_000;
+    let lastCheck = Date.now();
+    for (let delay = 2; ; delay = Math.min(delay * 1.5, 25)) {
+      signal?.throwIfAborted();
+      if (existsSync(sock)) {
+        try {
+          const conn = await AgentConnection.open(sock, signal);
+          const pong = await conn.request({ op: 'ping' });
+          if (pong.ok) {
+            this.agents.set(row.id, Promise.resolve(conn));
+            return conn;
+          }
+          conn.close();
+        } catch (err) {
+          if (err instanceof AgentGoneError) throw err;
+        }
+      }
+      if (Date.now() - lastCheck > 500) {
+        lastCheck = Date.now();
+        const c = await this.o.engine.inspectContainer(containerId, signal);
+        if (!c || c.status === 'exited' || c.status === 'dead') {
+          throw new BerthError('internal', `environment ${row.name}'s container stopped while starting (${c?.status ?? 'gone'})`, 'see the engine logs for the container');
+        }
+      }
+      if (Date.now() > deadline) throw new BerthError('timeout', `environment ${row.name}'s agent did not start within 20 s`);
+      await sleep(delay);
+    }
+  }
+
+  // ---- reconciliation ------------------------------------------------------------------
+
+  /**
+   * Run at start: every container carries labels, so the node's rows and the engine's
+   * containers can be matched both ways. A half-made environment (a daemon killed during
+   * `new`) is removed whole; a container with no row is removed; a row whose container is
+   * gone is marked vanished (its workspace stays, so nothing is lost).
+   */
+  async reconcile(): Promise<{ removedHalfMade: number; removedOrphans: number; vanished: number }> {
+    let removedHalfMade = 0;
+    let removedOrphans = 0;
+    let vanished = 0;
+    const containers = await this.o.engine.listContainers({ [LABEL.managed]: 'true', [LABEL.node]: this.o.config.nodeId });
+    const byEnv = new Map(containers.map((c) => [c.labels[LABEL.env] ?? '', c]));
+    for (const row of this.o.db.listEnvs()) {
+      const c = byEnv.get(row.id);
+      byEnv.delete(row.id);
+      if (row.state === 'creating' || row.state === 'removing') {
+        await this.destroy({ ...row, container_id: c?.id ?? row.container_id });
+        removedHalfMade++;
+      } else if (!c) {
+        if (row.state !== 'vanished') {
+          this.o.db.updateEnv(row.id, { state: 'vanished' });
+          vanished++;
+        }
+      } else if (c.status === 'exited' || c.status === 'created') {
+        await this.o.engine.startContainer(c.id).catch(() => {});
+      }
+    }
+    for (const c of byEnv.values()) {
+      await this.o.engine.removeContainer(c.id);
+      removedOrphans++;
+    }
+    // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
+    return { removedHalfMade, removedOrphans, vanished };
+  }
+
+  close(): void {
+    for (const a of this.agents.values()) a.then((c) => c.close()).catch(() => {});
+    this.agents.clear();
+  }
+}
+
+export function isAgentGone(err: unknown): boolean {
+  return err instanceof AgentGoneError;
+}

@@ -1,0 +1,114 @@
+// What a node is made of on disk, and the defaults every environment inherits.
+import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Limits } from '../core/api.js';
+import { cacheDir } from '../toolchain/base-image.js';
+
+export interface NodeConfig {
+  home: string;
+  cacheRoot: string;
+  nodeId: string;
+  /** dist/agent: agent.js and its protocol, mounted read-only into every environment. */
+  agentDir: string;
+  /** The node's own node binary, mounted read-only to run the agent. */
+  nodeBinary: string;
+  /** The CA bundle environments trust, or null when the node has none. */
+  caBundle: string | null;
+  /** Proxy variables passed on to environments. */
+  proxyEnv: Record<string, string>;
+  defaultLimits: Limits;
+  ulimits: Array<{ name: string; soft: number; hard: number }>;
+  networkName: string;
+}
+
+export function berthHome(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.BERTH_HOME ?? join(env.HOME ?? '/root', '.berth'));
+}
+
+export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const home = berthHome(env);
+  mkdirSync(join(home, 'envs'), { recursive: true, mode: 0o700 });
+  const idPath = join(home, 'node-id');
+  if (!existsSync(idPath)) writeFileSync(idPath, randomBytes(6).toString('hex'));
+  const nodeId = readFileSync(idPath, 'utf8').trim();
+  const here = dirname(fileURLToPath(import.meta.url));
+  return {
+    home,
+    cacheRoot: cacheDir(env),
+    nodeId,
+    agentDir: resolve(here, '..', 'agent'),
+    nodeBinary: process.execPath,
+    caBundle: env.BERTH_NO_TRUST === '1' ? null : writeCaBundle(home, env),
+    proxyEnv: pick(env, ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']),
+    defaultLimits: {
+      memoryMb: Number(env.BERTH_DEFAULT_MEMORY_MB ?? 2048),
+      cpus: Number(env.BERTH_DEFAULT_CPUS ?? 1),
+      pids: Number(env.BERTH_DEFAULT_PIDS ?? 1024),
+    },
+    ulimits: [
+      { name: 'nofile', ...withinHard('Max open files', 8192) },
+      { name: 'nproc', ...withinHard('Max processes', 4096) },
+    ],
+    networkName: env.BERTH_NETWORK ?? 'berth',
+  };
+}
+
+function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of keys) if (env[k]) out[k] = env[k]!;
+  return out;
+}
+
+/** Raising a hard rlimit is denied here, so ask for no more than the node itself has. */
+function withinHard(row: string, want: number): { soft: number; hard: number } {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(row));
+    const hard = line?.slice(row.length).trim().split(/\s+/)[1];
+    const n = hard === 'unlimited' || hard === undefined ? want : Math.min(want, Number(hard));
+    return { soft: n, hard: n };
+  } catch {
+    return { soft: 1024, hard: 1024 };
+  }
+}
+
+/**
+ * The node's trust, as one bundle: the system bundle plus NODE_EXTRA_CA_CERTS when that
+ * names another file. Environments get it read-only, with the usual variables pointing at it,
+ * so package managers work behind the same TLS-inspecting proxy as the node.
+ */
+function writeCaBundle(home: string, env: NodeJS.ProcessEnv): string | null {
+  const candidates = [env.BERTH_CA_BUNDLE, env.SSL_CERT_FILE, '/etc/ssl/certs/ca-certificates.crt', env.NODE_EXTRA_CA_CERTS];
+  const seen = new Set<string>();
+  const parts: string[] = [];
+  for (const c of candidates) {
+    if (!c || seen.has(c) || !existsSync(c)) continue;
+    seen.add(c);
+    const text = readFileSync(c, 'utf8');
+    if (!text.includes('BEGIN CERTIFICATE')) continue;
+    if (parts.some((p) => p.includes(text.trim()))) continue;
+    parts.push(text.trim());
+  }
+  if (parts.length === 0) return null;
+  const out = join(home, 'ca-bundle.crt');
+  writeFileSync(out + '.tmp', parts.join('\n') + '\n', { mode: 0o644 });
+  renameSync(out + '.tmp', out);
+  return out;
+}
+
+export const CA_PATH_IN_ENV = '/.berth/ca/ca-certificates.crt';
+
+export function trustEnv(): Record<string, string> {
+  return {
+    SSL_CERT_FILE: CA_PATH_IN_ENV,
+    NODE_EXTRA_CA_CERTS: CA_PATH_IN_ENV,
+    CURL_CA_BUNDLE: CA_PATH_IN_ENV,
+    GIT_SSL_CAINFO: CA_PATH_IN_ENV,
+    REQUESTS_CA_BUNDLE: CA_PATH_IN_ENV,
+    PIP_CERT: CA_PATH_IN_ENV,
+    npm_config_cafile: CA_PATH_IN_ENV,
+  };
+}

@@ -1,0 +1,90 @@
+// Exec on the daemon side: one request becomes one stream on the environment's persistent
+// agent connection. Two forms: buffered (one HTTP request) and streamed (a WebSocket).
+import { performance } from 'node:perf_hooks';
+import type { ExecRequest, ExecResult } from '../core/api.js';
+import { BerthError, isErrorCode } from '../core/errors.js';
+import type { AgentResponse } from '../agent/protocol.js';
+import { AgentGoneError } from '../agent/client.js';
+import type { EnvManager } from '../env/manager.js';
+
+export const MAX_BUFFERED_OUTPUT = 16 * 1024 * 1024;
+
+export function agentError(res: AgentResponse): BerthError {
+  const code = res.error?.code;
+  const message = res.error?.message ?? 'the environment agent failed';
+  return new BerthError(isErrorCode(code) ? code : 'internal', message);
+}
+
+export interface ExecSink {
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+}
+
+export interface RunningExec {
+  writeStdin(chunk: Buffer): void;
+  endStdin(): void;
+  signal(sig: string): void;
+  result: Promise<Omit<ExecResult, 'stdout' | 'stderr' | 'truncated'>>;
+}
+
+export async function startExec(manager: EnvManager, name: string, req: ExecRequest & { interactiveStdin?: boolean }, sink: ExecSink): Promise<RunningExec> {
+  const t0 = performance.now();
+  const { row, conn } = await manager.agentFor(name);
+  const tAsk = performance.now();
+  const hasStdin = req.interactiveStdin === true || req.stdin !== undefined;
+  const stream = conn.open(
+    { op: 'exec', argv: req.argv, cwd: req.cwd, env: req.env, timeoutMs: req.timeoutMs, stdin: hasStdin },
+    { onStdout: (c) => sink.stdout(c), onStderr: (c) => sink.stderr(c) },
+  );
+  if (req.stdin !== undefined) {
+    stream.writeStdin(Buffer.from(req.stdin, 'base64'));
+    stream.endStdin();
+  }
+  const result = stream.done.then(
+    (res) => {
+      if (!res.ok || !res.exec) throw agentError(res);
+      const total = performance.now() - tAsk;
+      const e = res.exec;
+      return {
+        exitCode: e.timedOut ? 124 : e.exitCode,
+        signal: e.signal,
+        timedOut: e.timedOut,
+        timing: {
+          queueMs: round(tAsk - t0),
+          spawnMs: round(e.spawnMs),
+          runMs: round(e.runMs),
+          transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
+        },
+      };
+    },
+    (err: unknown) => {
+      if (err instanceof AgentGoneError) {
+        throw new BerthError('not_running', `environment ${row.name} went away while the command ran`, `check it with \`berth describe ${row.name}\``);
+      }
+      throw err;
+    },
+  );
+  return { writeStdin: stream.writeStdin, endStdin: stream.endStdin, signal: stream.signal, result };
+}
+
+export async function execBuffered(manager: EnvManager, name: string, req: ExecRequest): Promise<ExecResult> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  let size = 0;
+  let truncated = false;
+  const keep = (into: Buffer[]) => (c: Buffer) => {
+    if (size + c.length > MAX_BUFFERED_OUTPUT) {
+      truncated = true;
+      c = c.subarray(0, Math.max(0, MAX_BUFFERED_OUTPUT - size));
+    }
+    size += c.length;
+    if (c.length) into.push(c);
+  };
+  const run = await startExec(manager, name, req, { stdout: keep(out), stderr: keep(err) });
+  const r = await run.result;
+  return { ...r, stdout: Buffer.concat(out).toString('base64'), stderr: Buffer.concat(err).toString('base64'), truncated };
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
