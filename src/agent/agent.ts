@@ -82,8 +82,10 @@ function serve(sock: Socket): void {
       } else {
         const stream = streams.get(f.id);
         if (!stream) continue;
-        if (f.kind === Kind.Stdin) stream.onStdin ? stream.onStdin(f.payload) : (stream.stdinChunks ??= []).push(f.payload);
-        else if (f.kind === Kind.StdinEnd) stream.onStdinEnd?.();
+        if (f.kind === Kind.Stdin) {
+          if (stream.onStdin) stream.onStdin(f.payload);
+          else (stream.stdinChunks ??= []).push(f.payload);
+        } else if (f.kind === Kind.StdinEnd) stream.onStdinEnd?.();
         else if (f.kind === Kind.Control) control(stream, f.payload);
       }
     }

@@ -21,7 +21,11 @@ export async function connectLocal(opts: { autostart: boolean }): Promise<NodeCl
   } catch (err) {
     if (!(err instanceof BerthError) || err.code !== 'daemon_unreachable') throw err;
     if (!opts.autostart || process.env.BERTH_NO_AUTOSTART === '1') {
-      throw new BerthError('daemon_unreachable', `no berth daemon is running (${socketPath})`, 'start one with `berth daemon` or `berth up`');
+      throw new BerthError(
+        'daemon_unreachable',
+        `no berth daemon is running (${socketPath})`,
+        'start one with `berth daemon` or `berth up`',
+      );
     }
   }
   const home = berthHome();

@@ -33,7 +33,26 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   describe: cmdDescribe,
 };
 
-const LATER = new Set(['batch', 'shell', 'logs', 'verify', 'snap', 'fork', 'id', 'enter', 'push', 'drift', 'ci', 'pool', 'node', 'mcp', 'ssh-config', 'pause', 'resume', 'service']);
+const LATER = new Set([
+  'batch',
+  'shell',
+  'logs',
+  'verify',
+  'snap',
+  'fork',
+  'id',
+  'enter',
+  'push',
+  'drift',
+  'ci',
+  'pool',
+  'node',
+  'mcp',
+  'ssh-config',
+  'pause',
+  'resume',
+  'service',
+]);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

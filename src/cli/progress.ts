@@ -4,7 +4,10 @@ export class Progress {
   private readonly tty = process.stderr.isTTY === true;
   private readonly started = Date.now();
 
-  constructor(private readonly title: string, private readonly quiet = false) {}
+  constructor(
+    private readonly title: string,
+    private readonly quiet = false,
+  ) {}
 
   update(message: string, fraction?: number): void {
     if (this.quiet) return;

@@ -159,7 +159,11 @@ export class NodeClient {
       ws.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
         settled = true;
-        reject(ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? unreachable(this.target, err) : interrupted());
+        reject(
+          ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
+            ? unreachable(this.target, err)
+            : interrupted(),
+        );
       });
       ws.on('close', () => {
         if (!settled) reject(interrupted());
@@ -179,9 +183,17 @@ export class NodeClient {
 }
 
 function unreachable(target: string, err: NodeJS.ErrnoException): BerthError {
-  return new BerthError('daemon_unreachable', `no berth daemon answers at ${target} (${err.code ?? err.message})`, 'start one with `berth daemon`, or run `berth up`');
+  return new BerthError(
+    'daemon_unreachable',
+    `no berth daemon answers at ${target} (${err.code ?? err.message})`,
+    'start one with `berth daemon`, or run `berth up`',
+  );
 }
 
 function interrupted(): BerthError {
-  return new BerthError('interrupted', 'the berth daemon stopped while handling the request', 'run `berth ls` to see the state; the daemon cleans up half-made work when it starts again');
+  return new BerthError(
+    'interrupted',
+    'the berth daemon stopped while handling the request',
+    'run `berth ls` to see the state; the daemon cleans up half-made work when it starts again',
+  );
 }

@@ -53,6 +53,8 @@ export interface EnvInfo {
   containerId: string | null;
   engine: string;
   network: NetworkMode;
+  /** The node's CA bundle, mounted read-only, and the variables that point at it. */
+  trust: { caBundle: string; variables: string[] } | null;
   limits: Limits;
   labels: { agent?: string; task?: string };
   createdAt: string;

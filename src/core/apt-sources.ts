@@ -44,7 +44,7 @@ export function parseOneLine(text: string): AptSource[] {
     if (!line.startsWith('deb ')) continue;
     const parts = line.split(/\s+/).slice(1);
     if (parts[0]?.startsWith('[')) {
-      while (parts.length && !parts[0]!.endsWith(']')) parts.shift();
+      while (parts.length && !parts[0]?.endsWith(']')) parts.shift();
       parts.shift();
     }
     const [uri, suite, ...components] = parts;

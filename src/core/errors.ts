@@ -4,7 +4,7 @@
 export const ERROR_TABLE = {
   usage: { exit: 2, http: 400 },
   invalid_name: { exit: 3, http: 400 },
-  invalid_request: { exit: 3, http: 400 },
+  invalid_request: { exit: 15, http: 400 },
   not_found: { exit: 4, http: 404 },
   already_exists: { exit: 5, http: 409 },
   repo_not_found: { exit: 6, http: 422 },

@@ -37,7 +37,8 @@ export async function discoverEngine(opts: DiscoveryOptions = {}): Promise<Disco
     return mustAnswer(`unix://${DOCKER_SOCKET}`, 'BERTH_ENGINE=docker', 'start dockerd (scripts/start-docker.sh does it)');
   }
   if (explicit) return mustAnswer(normalizeEndpoint(explicit), 'BERTH_ENGINE', 'check that the engine is running at that address');
-  if (env.DOCKER_HOST) return mustAnswer(normalizeEndpoint(env.DOCKER_HOST), 'DOCKER_HOST', 'check that the engine is running at that address');
+  if (env.DOCKER_HOST)
+    return mustAnswer(normalizeEndpoint(env.DOCKER_HOST), 'DOCKER_HOST', 'check that the engine is running at that address');
 
   const candidates = [PODMAN_SOCKET];
   if (env.XDG_RUNTIME_DIR) candidates.push(join(env.XDG_RUNTIME_DIR, 'podman', 'podman.sock'));
@@ -104,5 +105,9 @@ async function usePodman(opts: DiscoveryOptions, log: (l: string) => void, how: 
     await sleep(50);
   }
   engine.close();
-  throw new BerthError('engine_unavailable', 'podman system service did not start within 10 s', `see ${join(logDir, 'podman-service.log')}`);
+  throw new BerthError(
+    'engine_unavailable',
+    'podman system service did not start within 10 s',
+    `see ${join(logDir, 'podman-service.log')}`,
+  );
 }

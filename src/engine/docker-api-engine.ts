@@ -66,8 +66,14 @@ export class DockerApiEngine implements Engine {
       },
     };
     const res = await this.http.request('POST', `${API}/containers/create?name=${encodeURIComponent(spec.name)}`, body, signal);
-    if (res.status === 404) throw new BerthError('image_missing', `image ${spec.image} is not on this node`, 'build it with `berth toolchain build`');
-    if (res.status === 409) throw new BerthError('already_exists', `a container named ${spec.name} already exists in the engine`, 'remove it or pick another name');
+    if (res.status === 404)
+      throw new BerthError('image_missing', `image ${spec.image} is not on this node`, 'build it with `berth toolchain build`');
+    if (res.status === 409)
+      throw new BerthError(
+        'already_exists',
+        `a container named ${spec.name} already exists in the engine`,
+        'remove it or pick another name',
+      );
     check(res, 'create container');
     return (JSON.parse(res.body.toString('utf8')) as { Id: string }).Id;
   }

@@ -18,12 +18,19 @@ export class EngineHttp {
     else if (endpoint.startsWith('tcp://') || endpoint.startsWith('http://')) {
       const u = new URL(endpoint.replace(/^tcp:/, 'http:'));
       this.base = { host: u.hostname, port: Number(u.port || 2375) };
-    } else throw new BerthError('engine_unavailable', `unsupported engine endpoint ${endpoint}`, 'use unix:///path/to.sock or tcp://host:port');
+    } else
+      throw new BerthError('engine_unavailable', `unsupported engine endpoint ${endpoint}`, 'use unix:///path/to.sock or tcp://host:port');
   }
 
   request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<HttpResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return this.send(method, path, payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}, payload, signal);
+    return this.send(
+      method,
+      path,
+      payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {},
+      payload,
+      signal,
+    );
   }
 
   upload(path: string, stream: Readable, contentType: string, signal?: AbortSignal): Promise<HttpResponse> {

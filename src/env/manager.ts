@@ -8,9 +8,10 @@ import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api
 import { BerthError } from '../core/errors.js';
 import { encodeIdentity, identityHash, type Identity } from '../core/identity.js';
 import { validateEnvName, validateLabel } from '../core/names.js';
+import { failpoint } from '../core/failpoint.js';
 import { AgentConnection, AgentGoneError } from '../agent/client.js';
 import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
-import type { EnvRow, StateDb } from '../node/state-db.js';
+import type { EnvRow, StateDb } from '../state/state-db.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
 import { isolateSubnets } from './firewall.js';
@@ -55,7 +56,11 @@ export class EnvManager {
     const network: NetworkMode = req.network ?? 'egress';
     const limits: Limits = { ...this.o.config.defaultLimits, ...(req.limits ?? {}) };
     if (this.o.db.envByName(name)) {
-      throw new BerthError('already_exists', `environment ${name} already exists`, `pick another name, or remove it with \`berth rm ${name}\``);
+      throw new BerthError(
+        'already_exists',
+        `environment ${name} already exists`,
+        `pick another name, or remove it with \`berth rm ${name}\``,
+      );
     }
     const toolchainRef = req.toolchain ?? defaultToolchainDigest();
     if (!toolchainRef) {
@@ -63,7 +68,11 @@ export class EnvManager {
     }
     const image = await this.o.engine.inspectImage(toolchainRef, signal);
     if (!image) {
-      throw new BerthError('image_missing', `toolchain image ${toolchainRef} is not on this node`, 'build it with `berth toolchain build`, or give --toolchain');
+      throw new BerthError(
+        'image_missing',
+        `toolchain image ${toolchainRef} is not on this node`,
+        'build it with `berth toolchain build`, or give --toolchain',
+      );
     }
     const resolved = await resolveRepo(req.repo, req.ref, this.o.config.cacheRoot, signal);
 
@@ -84,25 +93,33 @@ export class EnvManager {
       agent: agent ?? null,
       task: task ?? null,
       dir,
+      trust: req.inheritTrust !== false && this.o.config.caBundle !== null,
       created_at: new Date().toISOString(),
     };
     // The row goes in first, marked `creating`: a daemon killed from here on leaves a row
     // that the next start recognizes and cleans up together with whatever it points at.
     if (!this.o.db.insertEnv(row)) {
-      throw new BerthError('already_exists', `environment ${name} already exists`, `pick another name, or remove it with \`berth rm ${name}\``);
+      throw new BerthError(
+        'already_exists',
+        `environment ${name} already exists`,
+        `pick another name, or remove it with \`berth rm ${name}\``,
+      );
     }
     const abort = new AbortController();
     this.creating.set(id, abort);
     const sig = signal ? AbortSignal.any([signal, abort.signal]) : abort.signal;
     try {
+      await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
       await checkoutWorkspace(resolved, join(dir, 'workspace'), `berth/${name}`, sig);
       if (network === 'egress') await this.ensureNetwork(sig);
       const spec = this.containerSpec(row, resolved.mirror);
       const containerId = await this.o.engine.createContainer(spec, sig);
       this.o.db.updateEnv(id, { container_id: containerId });
+      await failpoint('create:after-container');
       await this.o.engine.startContainer(containerId, sig);
       await this.connectAgent(row, containerId, sig);
+      await failpoint('create:after-agent');
       this.o.db.updateEnv(id, { state: 'running' });
       return this.info({ ...row, state: 'running', container_id: containerId });
     } catch (err) {
@@ -130,7 +147,7 @@ export class EnvManager {
       HOME: '/root',
       ...c.proxyEnv,
     };
-    if (c.caBundle) {
+    if (c.caBundle && row.trust) {
       mounts.push({ source: c.caBundle, target: CA_PATH_IN_ENV, readOnly: true });
       Object.assign(env, trustEnv());
     }
@@ -219,6 +236,7 @@ export class EnvManager {
       containerId: row.container_id,
       engine: row.engine,
       network: row.network,
+      trust: row.trust ? { caBundle: CA_PATH_IN_ENV, variables: Object.keys(trustEnv()) } : null,
       limits: row.limits,
       labels: { ...(row.agent ? { agent: row.agent } : {}), ...(row.task ? { task: row.task } : {}) },
       createdAt: row.created_at,
@@ -232,7 +250,11 @@ export class EnvManager {
   async agentFor(name: string): Promise<{ row: EnvRow; conn: AgentConnection }> {
     const row = this.mustGet(name);
     if (row.state !== 'running') {
-      throw new BerthError('not_running', `environment ${name} is ${row.state}`, row.state === 'vanished' ? `its container is gone; remove it with \`berth rm ${name}\`` : 'wait for it, or remove it');
+      throw new BerthError(
+        'not_running',
+        `environment ${name} is ${row.state}`,
+        row.state === 'vanished' ? `its container is gone; remove it with \`berth rm ${name}\`` : 'wait for it, or remove it',
+      );
     }
     const cached = this.agents.get(row.id);
     if (cached) {
@@ -259,7 +281,8 @@ export class EnvManager {
         this.o.db.updateEnv(row.id, { state: 'vanished' });
         throw new BerthError('not_running', `environment ${row.name}'s container has vanished`, `remove it with \`berth rm ${row.name}\``);
       }
-      if (c.status === 'paused') throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
+      if (c.status === 'paused')
+        throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
       if (c.status !== 'running') {
         await this.o.engine.startContainer(c.id);
         return this.connectAgent(row, c.id);
@@ -291,7 +314,11 @@ export class EnvManager {
         lastCheck = Date.now();
         const c = await this.o.engine.inspectContainer(containerId, signal);
         if (!c || c.status === 'exited' || c.status === 'dead') {
-          throw new BerthError('internal', `environment ${row.name}'s container stopped while starting (${c?.status ?? 'gone'})`, 'see the engine logs for the container');
+          throw new BerthError(
+            'internal',
+            `environment ${row.name}'s container stopped while starting (${c?.status ?? 'gone'})`,
+            'see the engine logs for the container',
+          );
         }
       }
       if (Date.now() > deadline) throw new BerthError('timeout', `environment ${row.name}'s agent did not start within 20 s`);

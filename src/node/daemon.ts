@@ -10,7 +10,7 @@ import { EnvManager } from '../env/manager.js';
 import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer } from './server.js';
-import { StateDb } from './state-db.js';
+import { StateDb } from '../state/state-db.js';
 import { VERSION } from '../core/version.js';
 
 export interface DaemonOptions {
@@ -37,7 +37,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   const socketPath = socketPathFor(config.home);
   if (existsSync(socketPath)) {
     if (await pingSocket(socketPath)) {
-      throw new BerthError('already_exists', `a berth daemon is already running on ${socketPath}`, 'stop it first, or set BERTH_HOME for a second node');
+      throw new BerthError(
+        'already_exists',
+        `a berth daemon is already running on ${socketPath}`,
+        'stop it first, or set BERTH_HOME for a second node',
+      );
     }
     rmSync(socketPath, { force: true });
   }
@@ -48,7 +52,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   const manager = new EnvManager({ config, engine, engineName: v.name, db, log });
   const r = await manager.reconcile();
   if (r.removedHalfMade || r.removedOrphans || r.vanished) {
-    log(`berth: reconciled: removed ${r.removedHalfMade} half-made environment(s) and ${r.removedOrphans} orphaned container(s); ${r.vanished} environment(s) vanished`);
+    log(
+      `berth: reconciled: removed ${r.removedHalfMade} half-made environment(s) and ${r.removedOrphans} orphaned container(s); ${r.vanished} environment(s) vanished`,
+    );
   }
   const nodeInfo = async (): Promise<NodeInfo> => ({
     node: config.nodeId,
@@ -89,10 +95,15 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     manager,
     config,
     close: async () => {
-      await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
-        s.close(() => resolve());
-        s.closeAllConnections();
-      })));
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.close(() => resolve());
+              s.closeAllConnections();
+            }),
+        ),
+      );
       manager.close();
       db.close();
       engine.close();

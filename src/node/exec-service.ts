@@ -27,7 +27,12 @@ export interface RunningExec {
   result: Promise<Omit<ExecResult, 'stdout' | 'stderr' | 'truncated'>>;
 }
 
-export async function startExec(manager: EnvManager, name: string, req: ExecRequest & { interactiveStdin?: boolean }, sink: ExecSink): Promise<RunningExec> {
+export async function startExec(
+  manager: EnvManager,
+  name: string,
+  req: ExecRequest & { interactiveStdin?: boolean },
+  sink: ExecSink,
+): Promise<RunningExec> {
   const t0 = performance.now();
   const { row, conn } = await manager.agentFor(name);
   const tAsk = performance.now();
@@ -59,12 +64,16 @@ export async function startExec(manager: EnvManager, name: string, req: ExecRequ
     },
     (err: unknown) => {
       if (err instanceof AgentGoneError) {
-        throw new BerthError('not_running', `environment ${row.name} went away while the command ran`, `check it with \`berth describe ${row.name}\``);
+        throw new BerthError(
+          'not_running',
+          `environment ${row.name} went away while the command ran`,
+          `check it with \`berth describe ${row.name}\``,
+        );
       }
       throw err;
     },
   );
-  return { writeStdin: stream.writeStdin, endStdin: stream.endStdin, signal: stream.signal, result };
+  return { writeStdin: (c) => stream.writeStdin(c), endStdin: () => stream.endStdin(), signal: (s) => stream.signal(s), result };
 }
 
 export async function execBuffered(manager: EnvManager, name: string, req: ExecRequest): Promise<ExecResult> {

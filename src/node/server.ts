@@ -40,7 +40,9 @@ export function createApiServer(o: ServerOptions, requireToken: boolean): http.S
       wss.handleUpgrade(req, socket, head, (ws) => execOverWebSocket(o, name, ws));
     } catch (err) {
       const e = asBerthError(err);
-      socket.end(`HTTP/1.1 ${e.httpStatus} ${http.STATUS_CODES[e.httpStatus]}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: e.toWire() })}`);
+      socket.end(
+        `HTTP/1.1 ${e.httpStatus} ${http.STATUS_CODES[e.httpStatus]}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${JSON.stringify({ error: e.toWire() })}`,
+      );
     }
   });
   return server;
@@ -48,7 +50,8 @@ export function createApiServer(o: ServerOptions, requireToken: boolean): http.S
 
 function authorize(req: http.IncomingMessage, token: string | undefined): void {
   const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
-  if (!token || !given) throw new BerthError('unauthorized', 'a bearer token is required', 'pass the node token (Authorization: Bearer ...)');
+  if (!token || !given)
+    throw new BerthError('unauthorized', 'a bearer token is required', 'pass the node token (Authorization: Bearer ...)');
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   if (a.length !== b.length || !timingSafeEqual(a, b)) throw new BerthError('unauthorized', 'the bearer token is wrong');
@@ -146,8 +149,11 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY) {
-        reject(new BerthError('too_large', `request body is over ${MAX_BODY} bytes`));
-        req.destroy();
+        // Answer 413 and drop the rest unread, so the client sees the status, not a reset.
+        req.removeAllListeners('data');
+        req.removeAllListeners('end');
+        req.resume();
+        reject(new BerthError('too_large', `request body is over ${MAX_BODY} bytes`, 'send less than 16 MiB'));
         return;
       }
       chunks.push(c);

@@ -77,7 +77,11 @@ export async function buildBaseImage(
   const sources = readAptSources();
   const main = mirrorFor(sources, SUITE);
   if (!main) {
-    throw new BerthError('invalid_request', `no apt source for Debian ${SUITE} found in /etc/apt`, 'configure a Debian mirror in /etc/apt/sources.list.d');
+    throw new BerthError(
+      'invalid_request',
+      `no apt source for Debian ${SUITE} found in /etc/apt`,
+      'configure a Debian mirror in /etc/apt/sources.list.d',
+    );
   }
   const security = sources.find((s) => s.suites.includes(`${SUITE}-security`));
   const updates = sources.find((s) => s.suites.includes(`${SUITE}-updates`));
@@ -103,7 +107,13 @@ export async function buildBaseImage(
   let cached: BuildResult['cached'] = 'archive';
   if (opts.force || !existsSync(rootfs)) {
     cached = 'none';
-    await mmdebstrap(recipe.packages, [...new Set([main, updates, security])].filter((s): s is AptSource => !!s), rootfs, progress, opts.signal);
+    await mmdebstrap(
+      recipe.packages,
+      [...new Set([main, updates, security])].filter((s): s is AptSource => !!s),
+      rootfs,
+      progress,
+      opts.signal,
+    );
   }
 
   progress({ phase: 'pack', message: 'hashing the root filesystem' });

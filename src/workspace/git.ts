@@ -78,7 +78,11 @@ export async function resolveRepo(repo: string, ref: string | undefined, cacheRo
     try {
       commit = await git(['-C', normalized, 'rev-parse', '--verify', '--quiet', '--end-of-options', `${want}^{commit}`], { signal });
     } catch {
-      throw new BerthError('ref_not_found', `ref ${want} does not exist in ${repo}`, 'give a branch, tag or commit that exists (git branch -a lists them)');
+      throw new BerthError(
+        'ref_not_found',
+        `ref ${want} does not exist in ${repo}`,
+        'give a branch, tag or commit that exists (git branch -a lists them)',
+      );
     }
     if (!(await hasCommit(mirror, commit))) await fetchInto(mirror, normalized, commit, repo, signal);
   } else {
@@ -111,7 +115,11 @@ async function fetchInto(mirror: string, source: string, what: string, shown: st
     if (/couldn't find remote ref|not our ref|unadvertised object|invalid refspec|bad object/i.test(msg)) {
       throw new BerthError('ref_not_found', `ref ${what} does not exist in ${shown}`, 'give a branch, tag or commit that exists');
     }
-    throw new BerthError('repo_not_found', `could not fetch ${shown}: ${msg.trim().split('\n').pop()}`, 'check the URL and that the node can reach it');
+    throw new BerthError(
+      'repo_not_found',
+      `could not fetch ${shown}: ${msg.trim().split('\n').pop()}`,
+      'check the URL and that the node can reach it',
+    );
   }
 }
 

@@ -1,5 +1,5 @@
 // new, ls, rm, describe, exec.
-import type { CreateEnvRequest, NetworkMode } from '../../core/api.js';
+import type { CreateEnvRequest } from '../../core/api.js';
 import { BerthError } from '../../core/errors.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
@@ -11,7 +11,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
     value: ['repo', 'ref', 'toolchain', 'agent', 'task', 'network', 'memory', 'cpus', 'pids'],
   });
   const name = p.positionals[0];
-  if (!name || p.positionals.length > 1) throw new BerthError('usage', 'usage: berth new NAME --repo PATH|URL [--ref REF] [--agent A] [--task T]');
+  if (!name || p.positionals.length > 1)
+    throw new BerthError('usage', 'usage: berth new NAME --repo PATH|URL [--ref REF] [--agent A] [--task T]');
   const repo = flag(p, 'repo');
   if (!repo) throw new BerthError('usage', 'berth new needs --repo PATH|URL');
   const network = flag(p, 'network');
@@ -33,8 +34,9 @@ export async function cmdNew(argv: string[]): Promise<number> {
     toolchain: flag(p, 'toolchain'),
     agent: flag(p, 'agent'),
     task: flag(p, 'task'),
-    network: network as NetworkMode | undefined,
+    network,
     limits,
+    ...(bool(p, 'no-trust') ? { inheritTrust: false } : {}),
   });
   client.close();
   if (bool(p, 'json')) printJson(env);
@@ -98,7 +100,8 @@ export async function cmdExec(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json'], value: ['timeout', 'cwd', 'env'] });
   const name = p.positionals[0];
   const argvCmd = p.rest.length ? p.rest : p.positionals.slice(1);
-  if (!name || argvCmd.length === 0) throw new BerthError('usage', 'usage: berth exec NAME [--timeout SECONDS] [--cwd DIR] [--env K=V] -- CMD [ARGS...]');
+  if (!name || argvCmd.length === 0)
+    throw new BerthError('usage', 'usage: berth exec NAME [--timeout SECONDS] [--cwd DIR] [--env K=V] -- CMD [ARGS...]');
   const env: Record<string, string> = {};
   for (const kv of p.flags.get('env') ?? []) {
     const i = kv.indexOf('=');
@@ -117,10 +120,14 @@ export async function cmdExec(argv: string[]): Promise<number> {
   const useStdin = !process.stdin.isTTY;
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  const handle = client.execStream(name, { ...req, interactiveStdin: useStdin }, {
-    stdout: (c) => (json ? out.push(c) : process.stdout.write(c)),
-    stderr: (c) => (json ? err.push(c) : process.stderr.write(c)),
-  });
+  const handle = client.execStream(
+    name,
+    { ...req, interactiveStdin: useStdin },
+    {
+      stdout: (c) => (json ? out.push(c) : process.stdout.write(c)),
+      stderr: (c) => (json ? err.push(c) : process.stderr.write(c)),
+    },
+  );
   if (useStdin) {
     process.stdin.on('data', (c: Buffer) => handle.writeStdin(c));
     process.stdin.on('end', () => handle.endStdin());

@@ -25,7 +25,11 @@ export async function cmdToolchain(argv: string[]): Promise<number> {
   if (sub !== 'build') throw new BerthError('usage', 'usage: berth toolchain build [--force] [--json]');
   const p = parseArgs(rest, { boolean: ['json', 'force'], value: ['devcontainer', 'file'] });
   if (p.flags.has('devcontainer') || p.flags.has('file')) {
-    throw new BerthError('usage', 'building from devcontainer.json or a Containerfile is not available yet', 'run `berth toolchain build` for the default Debian toolchain');
+    throw new BerthError(
+      'usage',
+      'building from devcontainer.json or a Containerfile is not available yet',
+      'run `berth toolchain build` for the default Debian toolchain',
+    );
   }
   const r = await ensureToolchain({ force: bool(p, 'force') });
   if (bool(p, 'json')) printJson(r);

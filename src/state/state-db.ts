@@ -17,10 +17,11 @@ export interface EnvRow {
   agent: string | null;
   task: string | null;
   dir: string;
+  trust: boolean;
   created_at: string;
 }
 
-type RawRow = Omit<EnvRow, 'limits'> & { limits: string };
+type RawRow = Omit<EnvRow, 'limits' | 'trust'> & { limits: string; trust: number };
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE envs (
@@ -38,6 +39,7 @@ const MIGRATIONS: string[] = [
      agent TEXT,
      task TEXT,
      dir TEXT NOT NULL,
+     trust INTEGER NOT NULL DEFAULT 1,
      created_at TEXT NOT NULL
    );
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
@@ -74,13 +76,17 @@ export class StateDb {
     try {
       this.db
         .prepare(
-          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, created_at)
-           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @created_at)`,
+          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, trust, created_at)
+           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @trust, @created_at)`,
         )
-        .run({ ...row, limits: JSON.stringify(row.limits) });
+        .run({ ...row, limits: JSON.stringify(row.limits), trust: row.trust ? 1 : 0 });
       return true;
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' || (err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return false;
+      if (
+        (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' ||
+        (err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
+      )
+        return false;
       throw err;
     }
   }
@@ -115,5 +121,5 @@ export class StateDb {
 }
 
 function decode(r: RawRow): EnvRow {
-  return { ...r, limits: JSON.parse(r.limits) as Limits };
+  return { ...r, limits: JSON.parse(r.limits) as Limits, trust: r.trust === 1 };
 }
