@@ -19,7 +19,7 @@ done
 say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 
 need=()
-for pkg in podman runc mmdebstrap uidmap iptables catatonit git; do
+for pkg in podman runc mmdebstrap uidmap iptables catatonit git gcc libc6-dev chromium fonts-dejavu-core tmux openssh-client; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ "$with_docker" = 1 ]; then
@@ -56,6 +56,13 @@ CONF
 if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
   say "configuring podman ($conf)"
   printf '%s\n' "$want" > "$conf"
+fi
+
+# Environments on one bridge are kept apart by iptables, which sees bridged traffic only
+# with br_netfilter.
+if [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null)" != 1 ]; then
+  modprobe br_netfilter 2>/dev/null || true
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || say "warning: br_netfilter is not available; berth will refuse egress networking"
 fi
 
 if [ "$with_docker" = 1 ]; then

@@ -6,6 +6,8 @@ import { encodeFrame, FrameDecoder, Kind, type AgentOp, type AgentResponse } fro
 export interface StreamHandlers {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /** A connect or pty stream is open. */
+  onOpened?: (info: Record<string, unknown>) => void;
 }
 
 export interface AgentStream {
@@ -14,6 +16,7 @@ export interface AgentStream {
   writeStdin(chunk: Buffer): void;
   endStdin(): void;
   signal(sig: string): void;
+  control(msg: { resize?: [number, number]; pause?: boolean; resume?: boolean; signal?: string }): void;
 }
 
 export class AgentGoneError extends Error {
@@ -50,7 +53,13 @@ export class AgentConnection {
         if (!p) continue;
         if (f.kind === Kind.Stdout) p.handlers.onStdout?.(f.payload);
         else if (f.kind === Kind.Stderr) p.handlers.onStderr?.(f.payload);
-        else if (f.kind === Kind.Response) {
+        else if (f.kind === Kind.Opened) {
+          try {
+            p.handlers.onOpened?.(JSON.parse(f.payload.toString('utf8')) as Record<string, unknown>);
+          } catch {
+            /* ignore */
+          }
+        } else if (f.kind === Kind.Response) {
           this.pending.delete(f.id);
           try {
             p.resolve(JSON.parse(f.payload.toString('utf8')) as AgentResponse);
@@ -108,6 +117,7 @@ export class AgentConnection {
       },
       endStdin: () => write(Kind.StdinEnd),
       signal: (sig) => write(Kind.Control, JSON.stringify({ signal: sig })),
+      control: (msg) => write(Kind.Control, JSON.stringify(msg)),
     };
   }
 

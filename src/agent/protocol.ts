@@ -10,7 +10,8 @@ export const Kind = {
   Stdout: 4, // bytes, agent -> daemon
   Stderr: 5, // bytes, agent -> daemon
   Response: 6, // JSON, agent -> daemon: closes stream `id`
-  Control: 7, // JSON, daemon -> agent: signal or resize for stream `id`
+  Control: 7, // JSON, daemon -> agent: signal, resize, pause or resume for stream `id`
+  Opened: 8, // JSON, agent -> daemon: a connect or pty stream is open
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
@@ -76,7 +77,88 @@ export interface WriteFileOp {
 export interface PingOp {
   op: 'ping';
 }
-export type AgentOp = ExecOp | ReadFileOp | WriteFileOp | PingOp;
+export interface BatchStep {
+  argv: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+}
+export interface BatchOp {
+  op: 'batch';
+  steps: BatchStep[];
+  /** Stop at the first step that exits non-zero (default true). */
+  stopOnError?: boolean;
+}
+export interface PtyOp {
+  op: 'pty';
+  argv: string[];
+  cols: number;
+  rows: number;
+  cwd?: string;
+  env?: Record<string, string>;
+}
+export interface ConnectOp {
+  op: 'connect';
+  port: number;
+}
+export type Readiness =
+  { kind: 'tcp'; port: number } | { kind: 'http'; port: number; path: string; status?: number } | { kind: 'cmd'; command: string };
+export interface ServiceSpec {
+  name: string;
+  argv: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  ready?: Readiness;
+  /** Milliseconds to wait for readiness (default 60 s). */
+  readyTimeoutMs?: number;
+  restart?: 'no' | 'on-failure' | 'always';
+}
+export interface ServiceStartOp {
+  op: 'service.start';
+  spec: ServiceSpec;
+  /** Wait until ready or failed before answering (default true). */
+  wait?: boolean;
+}
+export interface ServiceStopOp {
+  op: 'service.stop';
+  name: string;
+}
+export interface ServiceListOp {
+  op: 'service.list';
+}
+export interface ServiceCheckOp {
+  op: 'service.check';
+}
+export interface LogsOp {
+  op: 'logs';
+  name: string;
+  follow?: boolean;
+  tailBytes?: number;
+}
+export interface DescribeOp {
+  op: 'describe';
+}
+export interface HttpProbeOp {
+  op: 'probe.http';
+  port: number;
+  path: string;
+  timeoutMs?: number;
+}
+export type AgentOp =
+  | ExecOp
+  | ReadFileOp
+  | WriteFileOp
+  | PingOp
+  | BatchOp
+  | PtyOp
+  | ConnectOp
+  | ServiceStartOp
+  | ServiceStopOp
+  | ServiceListOp
+  | ServiceCheckOp
+  | LogsOp
+  | DescribeOp
+  | HttpProbeOp;
 
 export interface AgentErrorBody {
   code: string;
@@ -91,6 +173,42 @@ export interface ExecDone {
   runMs: number;
 }
 
+export interface BatchStepResult extends ExecDone {
+  stdout: string; // base64
+  stderr: string; // base64
+  truncated: boolean;
+  error?: AgentErrorBody;
+}
+
+export type ServiceState = 'starting' | 'ready' | 'failed' | 'exited' | 'restarting' | 'stopped';
+
+export interface ServiceStatus {
+  name: string;
+  state: ServiceState;
+  pid: number | null;
+  argv: string[];
+  ready: Readiness | null;
+  restart: 'no' | 'on-failure' | 'always';
+  restarts: number;
+  startedAt: string | null;
+  readyAt: string | null;
+  /** Milliseconds from start to the first passing readiness check. */
+  readyMs: number | null;
+  exitCode: number | null;
+  reason: string | null;
+  logTail: string | null;
+  ports: number[];
+  check?: ProbeResult;
+}
+
+export interface ProbeResult {
+  ok: boolean;
+  detail: string;
+  status?: number;
+  bodyExcerpt?: string;
+  ms: number;
+}
+
 export interface AgentResponse {
   ok: boolean;
   error?: AgentErrorBody;
@@ -98,6 +216,11 @@ export interface AgentResponse {
   data?: string; // base64 for readFile
   size?: number;
   pong?: { pid: number; version: string; uptimeMs: number };
+  batch?: BatchStepResult[];
+  service?: ServiceStatus;
+  services?: ServiceStatus[];
+  describe?: Record<string, unknown>;
+  probe?: ProbeResult;
 }
 
-export const AGENT_VERSION = '1';
+export const AGENT_VERSION = '2';

@@ -1,10 +1,10 @@
 // Reaching the local node from the CLI, starting a daemon when none is running.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BerthError } from '../core/errors.js';
+import { BerthError, ERROR_TABLE, type ErrorCode } from '../core/errors.js';
 import { NodeClient } from '../client/client.js';
 import { berthHome } from '../env/node-config.js';
 
@@ -49,6 +49,17 @@ export async function connectLocal(opts: { autostart: boolean }): Promise<NodeCl
       }
     }
     await sleep(50);
+  }
+  if (exited !== null) {
+    // Pass the daemon's own one-line error on, with its code (an engine that is down, say).
+    const last =
+      readFileSync(logPath, 'utf8')
+        .trim()
+        .split('\n')
+        .reverse()
+        .find((l) => l.startsWith('berth: ')) ?? '';
+    const code = (Object.keys(ERROR_TABLE) as ErrorCode[]).find((k) => ERROR_TABLE[k].exit === exited);
+    if (code && last) throw new BerthError(code, `could not start a daemon: ${last.slice('berth: '.length)}`);
   }
   throw new BerthError('daemon_unreachable', `the daemon did not start`, `see ${logPath}`);
 }

@@ -4,6 +4,7 @@ import { asBerthError, BerthError } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
 import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
 import { cmdToolchain } from './commands/toolchain.js';
+import { cmdBatch, cmdLogs, cmdService, cmdShell, cmdVerify } from './commands/runtime.js';
 import { cmdDaemon, cmdUp } from './commands/up.js';
 
 const HELP = `berth ${VERSION}: isolated, reproducible environments for coding agents
@@ -17,6 +18,12 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth exec NAME [--timeout S] [--cwd DIR] [--env K=V] -- CMD...
   berth describe NAME                  what the environment is, and its identity
   berth rm NAME...                     remove environments
+  berth service start ENV SVC [--ready tcp:PORT|http:PORT/PATH|cmd:CMD] [--restart POLICY] [-- CMD...]
+  berth service stop|ls ENV [SVC]      services and their health
+  berth logs ENV SVC [-f] [--tail BYTES]
+  berth verify ENV [--http URL] [--screenshot URL] [--test CMD [--junit PATH]]
+  berth shell ENV [--watch SESSION | --list] [-- CMD...]   an interactive terminal
+  berth batch ENV [--keep-going] < steps.sh                 many commands, one round trip
 
 Every command takes --json. BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
@@ -31,28 +38,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   rm: cmdRm,
   exec: cmdExec,
   describe: cmdDescribe,
+  service: cmdService,
+  logs: cmdLogs,
+  verify: cmdVerify,
+  shell: cmdShell,
+  batch: cmdBatch,
 };
 
-const LATER = new Set([
-  'batch',
-  'shell',
-  'logs',
-  'verify',
-  'snap',
-  'fork',
-  'id',
-  'enter',
-  'push',
-  'drift',
-  'ci',
-  'pool',
-  'node',
-  'mcp',
-  'ssh-config',
-  'pause',
-  'resume',
-  'service',
-]);
+const LATER = new Set(['snap', 'fork', 'id', 'enter', 'push', 'drift', 'ci', 'pool', 'node', 'mcp', 'ssh-config', 'pause', 'resume']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

@@ -1,7 +1,19 @@
 // The one client of the node API. The CLI, the SDK and (later) the dashboard use it.
 import http from 'node:http';
 import { WebSocket } from 'ws';
-import type { CreateEnvRequest, EnvInfo, ExecRequest, ExecResult, NodeInfo } from '../core/api.js';
+import type {
+  BatchRequest,
+  BatchResult,
+  CreateEnvRequest,
+  EnvInfo,
+  ExecRequest,
+  ExecResult,
+  NodeInfo,
+  ServiceInfo,
+  ServiceStartRequest,
+  VerifyRequest,
+  VerifyResult,
+} from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 
 export interface ClientOptions {
@@ -112,6 +124,135 @@ export class NodeClient {
     return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/exec`, req, signal);
   }
 
+  describe(name: string, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}/describe`, undefined, signal);
+  }
+
+  /** Many commands, one round trip. */
+  batch(name: string, req: BatchRequest, signal?: AbortSignal): Promise<BatchResult> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/batch`, req, signal);
+  }
+
+  startService(name: string, req: ServiceStartRequest, signal?: AbortSignal): Promise<ServiceInfo> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/services`, req, signal);
+  }
+
+  stopService(name: string, service: string, signal?: AbortSignal): Promise<ServiceInfo> {
+    return this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}/services/${encodeURIComponent(service)}`, undefined, signal);
+  }
+
+  async services(name: string, signal?: AbortSignal): Promise<ServiceInfo[]> {
+    return (await this.request<{ services: ServiceInfo[] }>('GET', `/v1/envs/${encodeURIComponent(name)}/services`, undefined, signal))
+      .services;
+  }
+
+  verify(name: string, req: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/verify`, req, signal);
+  }
+
+  /** A WebSocket to the node, with auth. */
+  socket(path: string): WebSocket {
+    const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
+    return new WebSocket(url, { headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}, perMessageDeflate: false });
+  }
+
+  /** A service's logs: the recent tail, then (with follow) new lines as they come. */
+  logs(
+    name: string,
+    service: string,
+    opts: { follow?: boolean; tailBytes?: number },
+    onData: (c: Buffer) => void,
+  ): { done: Promise<void>; stop(): void } {
+    const q = new URLSearchParams({ follow: opts.follow ? '1' : '0', tail: String(opts.tailBytes ?? 65536) });
+    const ws = this.socket(`/v1/envs/${encodeURIComponent(name)}/logs/${encodeURIComponent(service)}?${q.toString()}`);
+    const done = new Promise<void>((resolve, reject) => {
+      let settled = false;
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return onData(data as Buffer);
+        const msg = JSON.parse(String(data)) as { end?: boolean; error?: unknown };
+        settled = true;
+        if (msg.error) reject(BerthError.fromWire(msg.error));
+        else resolve();
+      });
+      wsErrors(ws, this.target, reject, () => settled);
+      ws.on('close', () => (settled ? undefined : resolve()));
+    });
+    return { done, stop: () => ws.close() };
+  }
+
+  /** An interactive terminal, or a read-only view of one (`watch`). */
+  pty(
+    name: string,
+    opts: { cols: number; rows: number; argv?: string[]; watch?: string },
+    onOutput: (c: Buffer) => void,
+  ): {
+    session: Promise<string>;
+    write(c: Buffer): void;
+    resize(cols: number, rows: number): void;
+    signal(sig: string): void;
+    close(): void;
+    exit: Promise<{ exitCode: number; signal: string | null }>;
+  } {
+    const q = new URLSearchParams({ cols: String(opts.cols), rows: String(opts.rows) });
+    for (const a of opts.argv ?? []) q.append('argv', a);
+    const base = `/v1/envs/${encodeURIComponent(name)}/pty`;
+    const ws = this.socket(opts.watch ? `${base}/${encodeURIComponent(opts.watch)}/watch` : `${base}?${q.toString()}`);
+    let sessionResolve: (id: string) => void = () => {};
+    let sessionReject: (e: unknown) => void = () => {};
+    const session = new Promise<string>((res, rej) => {
+      sessionResolve = res;
+      sessionReject = rej;
+    });
+    session.catch(() => {});
+    const queue: Array<Buffer | string> = [];
+    const send = (d: Buffer | string): void => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(d);
+      else if (ws.readyState === WebSocket.CONNECTING) queue.push(d);
+    };
+    ws.on('open', () => queue.splice(0).forEach((d) => ws.send(d)));
+    const exit = new Promise<{ exitCode: number; signal: string | null }>((resolve, reject) => {
+      let settled = false;
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return onOutput(data as Buffer);
+        const msg = JSON.parse(String(data)) as { session?: string; exit?: { exitCode: number; signal: string | null }; error?: unknown };
+        if (msg.session) sessionResolve(msg.session);
+        if (msg.exit) {
+          settled = true;
+          resolve(msg.exit);
+        }
+        if (msg.error) {
+          settled = true;
+          const e = BerthError.fromWire(msg.error);
+          sessionReject(e);
+          reject(e);
+        }
+      });
+      wsErrors(
+        ws,
+        this.target,
+        (e) => {
+          sessionReject(e);
+          reject(e);
+        },
+        () => settled,
+      );
+      ws.on('close', () => {
+        if (!settled) {
+          sessionReject(interrupted());
+          reject(interrupted());
+        }
+      });
+    });
+    return {
+      session,
+      write: (c) => send(c),
+      resize: (cols, rows) => send(JSON.stringify({ resize: [cols, rows] })),
+      signal: (sig) => send(JSON.stringify({ signal: sig })),
+      close: () => ws.close(),
+      exit,
+    };
+  }
+
   /** Streams stdout and stderr as they come, and takes stdin. */
   execStream(
     name: string,
@@ -180,6 +321,28 @@ export class NodeClient {
   close(): void {
     this.agent.destroy();
   }
+}
+
+function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, settled: () => boolean): void {
+  ws.on('unexpected-response', (_req, res) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => {
+      try {
+        reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
+      } catch {
+        reject(new BerthError('internal', `node refused the stream (HTTP ${res.statusCode})`));
+      }
+    });
+  });
+  ws.on('error', (err: NodeJS.ErrnoException) => {
+    if (settled()) return;
+    reject(
+      ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
+        ? unreachable(target, err)
+        : interrupted(),
+    );
+  });
 }
 
 function unreachable(target: string, err: NodeJS.ErrnoException): BerthError {

@@ -88,3 +88,159 @@ export interface NodeInfo {
   engine: { name: string; endpoint: string; version: string };
   defaultToolchain: string | null;
 }
+
+export const ReadinessSchema = z.union([
+  z.object({ kind: z.literal('tcp'), port: z.number().int().min(1).max(65535) }).strict(),
+  z
+    .object({
+      kind: z.literal('http'),
+      port: z.number().int().min(1).max(65535),
+      path: z.string().max(2048),
+      status: z.number().int().optional(),
+    })
+    .strict(),
+  z.object({ kind: z.literal('cmd'), command: z.string().min(1).max(4096) }).strict(),
+]);
+
+export const RestartPolicy = z.enum(['no', 'on-failure', 'always']);
+
+export const ServiceStartRequest = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'service names are 1-63 lowercase letters, digits, - and _'),
+    /** Omitted: taken from the repository's berth.json. */
+    argv: z.array(z.string()).min(1).optional(),
+    cwd: z.string().max(4096).optional(),
+    env: z.record(z.string()).optional(),
+    ready: ReadinessSchema.optional(),
+    readyTimeoutMs: z.number().int().min(100).max(3_600_000).optional(),
+    restart: RestartPolicy.optional(),
+    wait: z.boolean().optional(),
+  })
+  .strict();
+export type ServiceStartRequest = z.infer<typeof ServiceStartRequest>;
+
+/** `berth.json` at the repository root: the services an environment declares. */
+export const BerthFile = z.object({
+  services: z
+    .record(
+      z
+        .object({
+          command: z.union([z.string().min(1), z.array(z.string()).min(1)]),
+          ready: z.string().optional(),
+          readyTimeout: z.number().positive().max(3600).optional(),
+          restart: RestartPolicy.optional(),
+          cwd: z.string().optional(),
+          env: z.record(z.string()).optional(),
+          autostart: z.boolean().optional(),
+        })
+        .strict(),
+    )
+    .optional(),
+});
+export type BerthFile = z.infer<typeof BerthFile>;
+
+export const BatchRequest = z
+  .object({
+    steps: z
+      .array(
+        z
+          .object({
+            argv: z.array(z.string()).min(1),
+            cwd: z.string().max(4096).optional(),
+            env: z.record(z.string()).optional(),
+            timeoutMs: z.number().int().positive().max(86_400_000).optional(),
+          })
+          .strict(),
+      )
+      .min(1)
+      .max(10_000),
+    stopOnError: z.boolean().optional(),
+  })
+  .strict();
+export type BatchRequest = z.infer<typeof BatchRequest>;
+
+export const VerifyRequest = z
+  .object({
+    http: z.array(z.string().max(4096)).max(50).optional(),
+    screenshot: z.array(z.string().max(4096)).max(10).optional(),
+    test: z
+      .object({
+        argv: z.array(z.string()).min(1),
+        junit: z.string().max(4096).optional(),
+        timeoutMs: z.number().int().positive().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type VerifyRequest = z.infer<typeof VerifyRequest>;
+
+export interface ProbeEvidence {
+  ok: boolean;
+  detail: string;
+  status?: number;
+  bodyExcerpt?: string;
+  ms: number;
+}
+
+export interface ServiceInfo {
+  name: string;
+  state: 'starting' | 'ready' | 'failed' | 'exited' | 'restarting' | 'stopped';
+  pid: number | null;
+  argv: string[];
+  ready: z.infer<typeof ReadinessSchema> | null;
+  restart: 'no' | 'on-failure' | 'always';
+  restarts: number;
+  startedAt: string | null;
+  readyAt: string | null;
+  readyMs: number | null;
+  exitCode: number | null;
+  reason: string | null;
+  logTail: string | null;
+  ports: number[];
+  check?: ProbeEvidence;
+}
+
+export interface VerifyResult {
+  verified: boolean;
+  checkedAt: string;
+  services: Array<{ name: string; ok: boolean; state: string; check: ProbeEvidence | undefined; logTail: string | null }>;
+  http: Array<{ url: string } & ProbeEvidence>;
+  screenshots: Array<{
+    url: string;
+    ok: boolean;
+    path: string | null;
+    bytes: number;
+    width: number;
+    height: number;
+    blank: boolean;
+    detail: string;
+  }>;
+  tests: null | {
+    argv: string[];
+    exitCode: number;
+    ok: boolean;
+    summary: { format: string; passed: number; failed: number; skipped: number; total: number; failures: string[] } | null;
+    outputTail: string;
+  };
+  failures: string[];
+}
+
+export interface BatchStepResultWire {
+  argv: string[];
+  exitCode: number;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: string; // base64
+  stderr: string; // base64
+  truncated: boolean;
+  error?: { code: string; message: string };
+  timing: { spawnMs: number; runMs: number };
+}
+
+export interface BatchResult {
+  steps: BatchStepResultWire[];
+  completed: number;
+  exitCode: number;
+  timing: { transportMs: number; queueMs: number };
+}

@@ -16,6 +16,8 @@ export const ERROR_TABLE = {
   not_running: { exit: 12, http: 409 },
   unauthorized: { exit: 13, http: 401 },
   too_large: { exit: 14, http: 413 },
+  port_in_use: { exit: 16, http: 409 },
+  not_verified: { exit: 17, http: 200 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },

@@ -62,6 +62,8 @@ export class DockerApiEngine implements Engine {
         NetworkMode: spec.network,
         Init: spec.init,
         SecurityOpt: ['no-new-privileges'],
+        // No raw sockets: no ARP or packet spoofing on the shared bridge.
+        CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'],
         ...(spec.runtime ? { Runtime: spec.runtime } : {}),
       },
     };

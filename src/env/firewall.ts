@@ -5,6 +5,7 @@
 // (netavark, dockerd) does not reorder, so they are idempotent, always come first, and are
 // easy to inspect (`iptables -t mangle -S BERTH-INPUT`).
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 function iptables(args: string[]): Promise<{ ok: boolean; stderr: string }> {
   return new Promise((resolve) => {
@@ -22,6 +23,14 @@ async function ensureRule(chain: string, rule: string[]): Promise<boolean> {
   return (await iptables(['-A', chain, ...rule])).ok;
 }
 
+function bridgeFiltering(): boolean {
+  try {
+    return readFileSync('/proc/sys/net/bridge/bridge-nf-call-iptables', 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
+}
+
 export interface FirewallResult {
   applied: boolean;
   detail: string;
@@ -33,13 +42,20 @@ export async function isolateSubnets(subnets: string[]): Promise<FirewallResult>
   if (!(await iptables(['-S', 'INPUT'])).ok) return { applied: false, detail: 'iptables is not usable here' };
   await ensureChain('BERTH-INPUT', 'INPUT');
   await ensureChain('BERTH-FORWARD', 'FORWARD');
-  let ok = true;
-  for (const net of v4) {
-    ok &&= await ensureRule('BERTH-FORWARD', ['-s', net, '-d', net, '-j', 'DROP']);
-    ok &&= await ensureRule('BERTH-INPUT', ['-s', net, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']);
-    ok &&= await ensureRule('BERTH-INPUT', ['-s', net, '-p', 'udp', '--dport', '53', '-j', 'ACCEPT']);
-    ok &&= await ensureRule('BERTH-INPUT', ['-s', net, '-p', 'tcp', '--dport', '53', '-j', 'ACCEPT']);
-    ok &&= await ensureRule('BERTH-INPUT', ['-s', net, '-j', 'DROP']);
-  }
-  return { applied: ok, detail: ok ? `isolated ${v4.join(', ')}` : 'some iptables rules could not be added' };
+  const rules: Array<[string, string[]]> = v4.flatMap((net): Array<[string, string[]]> => [
+    ['BERTH-FORWARD', ['-s', net, '-d', net, '-j', 'DROP']],
+    ['BERTH-INPUT', ['-s', net, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT']],
+    ['BERTH-INPUT', ['-s', net, '-p', 'udp', '--dport', '53', '-j', 'ACCEPT']],
+    ['BERTH-INPUT', ['-s', net, '-p', 'tcp', '--dport', '53', '-j', 'ACCEPT']],
+    ['BERTH-INPUT', ['-s', net, '-j', 'DROP']],
+  ]);
+  // Every rule is tried, so one failure cannot skip the DROP rules after it.
+  const results = [];
+  for (const [chain, rule] of rules) results.push(await ensureRule(chain, rule));
+  const failed = results.filter((r) => !r).length;
+  // Traffic between two environments on one bridge only meets iptables with br_netfilter.
+  const bridged = bridgeFiltering();
+  if (!bridged)
+    return { applied: false, detail: 'br_netfilter is not active (modprobe br_netfilter; sysctl net.bridge.bridge-nf-call-iptables=1)' };
+  return { applied: failed === 0, detail: failed === 0 ? `isolated ${v4.join(', ')}` : `${failed} iptables rule(s) could not be added` };
 }

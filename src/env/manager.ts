@@ -1,7 +1,7 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api.js';
@@ -14,6 +14,7 @@ import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
 import type { EnvRow, StateDb } from '../state/state-db.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
+import { ExecStats } from './exec-stats.js';
 import { isolateSubnets } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
 
@@ -40,6 +41,7 @@ export class EnvManager {
   private readonly agents = new Map<string, Promise<AgentConnection>>();
   private networkReady: Promise<void> | undefined;
   private readonly creating = new Map<string, AbortController>();
+  readonly stats = new ExecStats();
 
   constructor(private readonly o: ManagerOptions) {}
 
@@ -181,6 +183,14 @@ export class EnvManager {
       const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
       const fw = await isolateSubnets(net.subnets);
       this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
+      // Fail closed: without isolation, no environment gets the shared network.
+      if (!fw.applied && process.env.BERTH_ALLOW_UNISOLATED !== '1') {
+        throw new BerthError(
+          'engine_unavailable',
+          `environments cannot be isolated on network ${net.name}: ${fw.detail}`,
+          'fix the firewall (scripts/setup.sh does), or use --network none',
+        );
+      }
     })().catch((err: unknown) => {
       this.networkReady = undefined;
       throw err;
@@ -206,6 +216,7 @@ export class EnvManager {
     for (const cid of containers) await this.o.engine.removeContainer(cid);
     rmSync(row.dir, { recursive: true, force: true });
     this.o.db.deleteEnv(row.id);
+    this.stats.forget(row.id);
   }
 
   list(): EnvInfo[] {
@@ -244,6 +255,12 @@ export class EnvManager {
     };
   }
 
+  /** Where an environment runs, and why. */
+  placement(name: string): { node: string; engine: string; reason: string } {
+    const row = this.mustGet(name);
+    return { node: this.o.config.nodeId, engine: row.engine, reason: 'created on this node' };
+  }
+
   // ---- the agent -----------------------------------------------------------------------
 
   /** The persistent connection to an environment's agent, opened on first use. */
@@ -274,7 +291,9 @@ export class EnvManager {
 
   private async reconnect(row: EnvRow): Promise<AgentConnection> {
     try {
-      return await AgentConnection.open(join(row.dir, 'run', 'agent.sock'), AbortSignal.timeout(2000));
+      const sock = join(row.dir, 'run', 'agent.sock');
+      if (!isSocket(sock)) throw new Error('no agent socket');
+      return await AgentConnection.open(sock, AbortSignal.timeout(2000));
     } catch {
       const c = row.container_id ? await this.o.engine.inspectContainer(row.container_id) : null;
       if (!c) {
@@ -297,10 +316,16 @@ export class EnvManager {
     let lastCheck = Date.now();
     for (let delay = 2; ; delay = Math.min(delay * 1.5, 25)) {
       signal?.throwIfAborted();
-      if (existsSync(sock)) {
+      if (isSocket(sock)) {
         try {
           const conn = await AgentConnection.open(sock, signal);
-          const pong = await conn.request({ op: 'ping' });
+          const pong = await Promise.race([
+            conn.request({ op: 'ping' }),
+            sleep(5000).then(() => {
+              conn.close();
+              return { ok: false };
+            }),
+          ]);
           if (pong.ok) {
             this.agents.set(row.id, Promise.resolve(conn));
             return conn;
@@ -344,8 +369,12 @@ export class EnvManager {
       const c = byEnv.get(row.id);
       byEnv.delete(row.id);
       if (row.state === 'creating' || row.state === 'removing') {
-        await this.destroy({ ...row, container_id: c?.id ?? row.container_id });
-        removedHalfMade++;
+        try {
+          await this.destroy({ ...row, container_id: c?.id ?? row.container_id });
+          removedHalfMade++;
+        } catch (err) {
+          this.o.log(`berth: could not clean up half-made environment ${row.name}: ${(err as Error).message}`);
+        }
       } else if (!c) {
         if (row.state !== 'vanished') {
           this.o.db.updateEnv(row.id, { state: 'vanished' });
@@ -356,9 +385,16 @@ export class EnvManager {
       }
     }
     for (const c of byEnv.values()) {
-      await this.o.engine.removeContainer(c.id);
-      removedOrphans++;
+      try {
+        await this.o.engine.removeContainer(c.id, AbortSignal.timeout(30_000));
+        removedOrphans++;
+      } catch (err) {
+        this.o.log(`berth: could not remove orphaned container ${c.id.slice(0, 12)}: ${(err as Error).message}`);
+      }
     }
+    // After a reboot the firewall rules are gone: put them back before anything runs.
+    if (this.o.db.listEnvs().some((r) => r.network === 'egress'))
+      await this.ensureNetwork().catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
     // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
     return { removedHalfMade, removedOrphans, vanished };
   }
@@ -366,6 +402,15 @@ export class EnvManager {
   close(): void {
     for (const a of this.agents.values()) a.then((c) => c.close()).catch(() => {});
     this.agents.clear();
+  }
+}
+
+/** The environment can write its run directory: follow only a real socket, never a link. */
+function isSocket(path: string): boolean {
+  try {
+    return lstatSync(path).isSocket();
+  } catch {
+    return false;
   }
 }
 

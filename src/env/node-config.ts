@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from '
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Limits } from '../core/api.js';
+import { Limits as LimitsSchema, type Limits } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
 import { cacheDir } from '../toolchain/base-image.js';
 
 export interface NodeConfig {
@@ -42,17 +43,31 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
     nodeBinary: process.execPath,
     caBundle: env.BERTH_NO_TRUST === '1' ? null : writeCaBundle(home, env),
     proxyEnv: pick(env, ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']),
-    defaultLimits: {
-      memoryMb: Number(env.BERTH_DEFAULT_MEMORY_MB ?? 2048),
-      cpus: Number(env.BERTH_DEFAULT_CPUS ?? 1),
-      pids: Number(env.BERTH_DEFAULT_PIDS ?? 1024),
-    },
+    defaultLimits: parseDefaultLimits(env),
     ulimits: [
       { name: 'nofile', ...withinHard('Max open files', 8192) },
       { name: 'nproc', ...withinHard('Max processes', 4096) },
     ],
     networkName: env.BERTH_NETWORK ?? 'berth',
   };
+}
+
+/** Limits are on by default; a malformed override is an error, never "unlimited". */
+function parseDefaultLimits(env: NodeJS.ProcessEnv): Limits {
+  const raw = {
+    memoryMb: Number(env.BERTH_DEFAULT_MEMORY_MB || 2048),
+    cpus: Number(env.BERTH_DEFAULT_CPUS || 1),
+    pids: Number(env.BERTH_DEFAULT_PIDS || 1024),
+  };
+  const r = LimitsSchema.safeParse(raw);
+  if (!r.success) {
+    throw new BerthError(
+      'usage',
+      `invalid default limits in BERTH_DEFAULT_MEMORY_MB/CPUS/PIDS: ${r.error.issues[0]?.message ?? ''}`,
+      'use whole megabytes, CPUs and a pid count',
+    );
+  }
+  return r.data;
 }
 
 function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {

@@ -1,7 +1,7 @@
 // The node daemon: finds the engine, opens the state, reconciles, and serves the API.
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { NodeInfo } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
@@ -10,6 +10,7 @@ import { EnvManager } from '../env/manager.js';
 import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer } from './server.js';
+import { PtySessions } from '../env/pty-sessions.js';
 import { StateDb } from '../state/state-db.js';
 import { VERSION } from '../core/version.js';
 
@@ -35,21 +36,37 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const config = loadNodeConfig();
   const socketPath = socketPathFor(config.home);
-  if (existsSync(socketPath)) {
-    if (await pingSocket(socketPath)) {
-      throw new BerthError(
-        'already_exists',
-        `a berth daemon is already running on ${socketPath}`,
-        'stop it first, or set BERTH_HOME for a second node',
-      );
-    }
-    rmSync(socketPath, { force: true });
+  // One daemon per home: the lock is taken before reconciling, so a second daemon can never
+  // mistake the first one's work in progress for a crash's leftovers.
+  const releaseLock = takeLock(join(config.home, 'daemon.lock'), socketPath);
+  const cleanups: Array<() => void | Promise<void>> = [releaseLock];
+  const unwind = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c();
+  };
+  try {
+    return await start(config, socketPath, opts, log, cleanups);
+  } catch (err) {
+    await unwind();
+    throw err;
   }
+}
+
+async function start(
+  config: NodeConfig,
+  socketPath: string,
+  opts: DaemonOptions,
+  log: (line: string) => void,
+  cleanups: Array<() => void | Promise<void>>,
+): Promise<RunningDaemon> {
+  if (existsSync(socketPath)) rmSync(socketPath, { force: true });
   const { engine, how } = await discoverEngine({ log, logDir: config.home });
+  cleanups.push(() => engine.close());
   const v = await engine.version();
   log(`berth: engine ${v.name} ${v.version} at ${engine.endpoint} (${how})`);
   const db = new StateDb(join(config.home, 'state.db'));
+  cleanups.push(() => db.close());
   const manager = new EnvManager({ config, engine, engineName: v.name, db, log });
+  cleanups.push(() => manager.close());
   const r = await manager.reconcile();
   if (r.removedHalfMade || r.removedOrphans || r.vanished) {
     log(
@@ -64,27 +81,36 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   });
 
   const servers: Server[] = [];
-  const unix = createApiServer({ manager, nodeInfo, log }, false);
-  await new Promise<void>((resolve, reject) => {
-    unix.once('error', reject);
-    unix.listen(socketPath, () => resolve());
-  });
-  chmodSync(socketPath, 0o600);
+  const closeServers = async (): Promise<void> => {
+    await Promise.all(
+      servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+            s.emit('berth:shutdown'); // ends upgraded (WebSocket) connections too
+          }),
+      ),
+    );
+  };
+  cleanups.push(closeServers);
+  const ptys = new PtySessions(manager);
+  const unix = createApiServer({ manager, ptys, nodeInfo, log }, false);
   servers.push(unix);
+  await listen(unix, () => unix.listen(socketPath));
+  chmodSync(socketPath, 0o600);
+  cleanups.push(() => rmSync(socketPath, { force: true }));
   log(`berth: node ${config.nodeId} listening on ${socketPath}`);
 
   let tcp: RunningDaemon['tcp'];
   if (opts.listen) {
     const token = loadToken(config.home);
     const [host, portText] = splitHostPort(opts.listen);
-    const srv = createApiServer({ manager, nodeInfo, log, token }, true);
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(Number(portText), host, () => resolve());
-    });
+    const srv = createApiServer({ manager, ptys, nodeInfo, log, token }, true);
+    servers.push(srv);
+    await listen(srv, () => srv.listen(Number(portText), host));
     const addr = srv.address();
     const port = typeof addr === 'object' && addr ? addr.port : Number(portText);
-    servers.push(srv);
     tcp = { host, port, token };
     log(`berth: also listening on tcp://${host}:${port} (bearer token in ${join(config.home, 'token')})`);
   }
@@ -95,36 +121,62 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     manager,
     config,
     close: async () => {
-      await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              s.close(() => resolve());
-              s.closeAllConnections();
-            }),
-        ),
-      );
-      manager.close();
-      db.close();
-      engine.close();
-      rmSync(socketPath, { force: true });
+      for (const c of cleanups.reverse()) await c();
     },
   };
 }
 
-function pingSocket(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = httpRequest({ socketPath, path: '/v1/node', timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
+function listen(server: Server, go: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new BerthError(
+              'already_exists',
+              `the address is already in use (${err.message})`,
+              'stop what listens there, or pick another --listen address',
+            )
+          : err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL'
+            ? new BerthError('usage', `cannot listen there (${err.code})`, 'pick another --listen address')
+            : err,
+      );
     });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => {
-      req.destroy();
-      resolve(false);
-    });
-    req.end();
+    go();
+    server.once('listening', () => resolve());
   });
+}
+
+/** An exclusive lock file holding the daemon's pid; a dead holder's lock is taken over. */
+function takeLock(path: string, socketPath: string): () => void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeFileSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(path, 'utf8').trim());
+      if (pid && pid !== process.pid && alive(pid)) {
+        throw new BerthError(
+          'already_exists',
+          `a berth daemon (pid ${pid}) is already running on ${socketPath}`,
+          'stop it first, or set BERTH_HOME for a second node',
+        );
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new BerthError('internal', `could not take the daemon lock ${path}`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function loadToken(home: string): string {

@@ -1,19 +1,26 @@
 // The node API: HTTP + WebSocket, on a unix socket (filesystem permissions guard it) and,
-// when asked, on TCP with a bearer token.
+// when asked, on TCP with a bearer token on every endpoint.
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
-import { CreateEnvRequest, ExecRequest, type NodeInfo } from '../core/api.js';
+import { BatchRequest, CreateEnvRequest, ExecRequest, ServiceStartRequest, VerifyRequest, type NodeInfo } from '../core/api.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
-import { execBuffered, startExec } from './exec-service.js';
+import { execBuffered, startExec } from '../env/exec-service.js';
+import { autostartServices, describeEnv, listServices, openStream, runBatch, startService, stopService } from '../env/env-ops.js';
+import { verify } from '../env/verify.js';
+import type { PtySessions } from '../env/pty-sessions.js';
 
 const MAX_BODY = 16 * 1024 * 1024;
+/** Output held for a slow WebSocket client before the command is paused. */
+const HIGH_WATER = 8 * 1024 * 1024;
+const LOW_WATER = 1024 * 1024;
 
 export interface ServerOptions {
   manager: EnvManager;
+  ptys: PtySessions;
   nodeInfo: () => Promise<NodeInfo>;
   /** Required on TCP listeners. */
   token?: string;
@@ -21,23 +28,122 @@ export interface ServerOptions {
 }
 
 type Reply = { status: number; body?: unknown };
+type Ctx = { o: ServerOptions; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams };
+type Route = { method: string; pattern: RegExp; handle: (c: Ctx) => Promise<Reply> };
+
+const NAME = '([^/]+)';
+const ROUTES: Route[] = [
+  { method: 'GET', pattern: /^\/v1\/node$/, handle: async ({ o }) => ok(await o.nodeInfo()) },
+  { method: 'GET', pattern: /^\/v1\/envs$/, handle: async ({ o }) => ok({ envs: o.manager.list() }) },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/envs$/,
+    handle: async ({ o, req, res }) => {
+      const body = parse(CreateEnvRequest, await readJson(req));
+      const abort = new AbortController();
+      const onClose = (): void => {
+        if (!res.writableEnded) abort.abort();
+      };
+      res.once('close', onClose);
+      try {
+        const env = await o.manager.create(body, abort.signal);
+        const services = await autostartServices(o.manager, env.name);
+        return { status: 201, body: services.length ? { ...env, autostarted: services } : env };
+      } finally {
+        res.off('close', onClose);
+      }
+    },
+  },
+  { method: 'GET', pattern: new RegExp(`^/v1/envs/${NAME}$`), handle: async ({ o, params }) => ok(o.manager.get(params[0]!)) },
+  {
+    method: 'DELETE',
+    pattern: new RegExp(`^/v1/envs/${NAME}$`),
+    handle: async ({ o, params }) => {
+      await o.manager.remove(params[0]!);
+      return ok({ removed: params[0] });
+    },
+  },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/envs/${NAME}/describe$`),
+    handle: async ({ o, params }) => ok(await describeEnv(o.manager, params[0]!)),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/exec$`),
+    handle: async ({ o, req, res, params }) => {
+      const body = parse(ExecRequest, await readJson(req));
+      return ok(await execBuffered(o.manager, params[0]!, body, res));
+    },
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/batch$`),
+    handle: async ({ o, req, params }) => ok(await runBatch(o.manager, params[0]!, parse(BatchRequest, await readJson(req)))),
+  },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/envs/${NAME}/services$`),
+    handle: async ({ o, params }) => ok({ services: await listServices(o.manager, params[0]!) }),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/services$`),
+    handle: async ({ o, req, params }) => ({
+      status: 201,
+      body: await startService(o.manager, params[0]!, parse(ServiceStartRequest, await readJson(req))),
+    }),
+  },
+  {
+    method: 'DELETE',
+    pattern: new RegExp(`^/v1/envs/${NAME}/services/${NAME}$`),
+    handle: async ({ o, params }) => ok(await stopService(o.manager, params[0]!, params[1]!)),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/verify$`),
+    handle: async ({ o, req, params }) => ok(await verify(o.manager, params[0]!, parse(VerifyRequest, await readJson(req)))),
+  },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/envs/${NAME}/pty$`),
+    handle: async ({ o, params }) => ok({ sessions: o.ptys.list(o.manager.get(params[0]!).name) }),
+  },
+];
+
+function ok(body: unknown): Reply {
+  return { status: 200, body };
+}
 
 export function createApiServer(o: ServerOptions, requireToken: boolean): http.Server {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * 1024 * 1024 });
   const server = http.createServer((req, res) => {
-    handle(o, req, requireToken).then(
+    route(o, req, res, requireToken).then(
       (r) => send(res, r),
       (err: unknown) => sendError(res, err, o.log),
     );
   });
   server.keepAliveTimeout = 60_000;
+  server.on('berth:shutdown', () => {
+    for (const c of wss.clients) c.terminate();
+  });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     try {
       if (requireToken) authorize(req, o.token);
-      const m = /^\/v1\/envs\/([^/?]+)\/exec\/ws(?:\?.*)?$/.exec(req.url ?? '');
-      if (!m) throw new BerthError('not_found', `no such endpoint ${req.url}`);
-      const name = decodeURIComponent(m[1]!);
-      wss.handleUpgrade(req, socket, head, (ws) => execOverWebSocket(o, name, ws));
+      const url = new URL(req.url ?? '/', 'http://berth');
+      const m = /^\/v1\/envs\/([^/]+)\/(exec|pty|logs)(?:\/([^/]+))?(?:\/(watch))?$/.exec(url.pathname);
+      if (!m) throw new BerthError('not_found', `no such endpoint ${url.pathname}`);
+      const name = decode(m[1]!);
+      const kind = m[2]!;
+      const sub = m[3] ? decode(m[3]) : undefined;
+      o.manager.get(name); // unknown environments get a 404 before the upgrade
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        if (kind === 'exec') execOverWebSocket(o, name, ws);
+        else if (kind === 'logs' && sub) logsOverWebSocket(o, name, sub, url.searchParams, ws);
+        else if (kind === 'pty' && sub && m[4]) watchPty(o, name, sub, ws);
+        else if (kind === 'pty') ptyOverWebSocket(o, name, url.searchParams, ws);
+        else closeWith(ws, new BerthError('not_found', `no such endpoint ${url.pathname}`));
+      });
     } catch (err) {
       const e = asBerthError(err);
       socket.end(
@@ -57,47 +163,58 @@ function authorize(req: http.IncomingMessage, token: string | undefined): void {
   if (a.length !== b.length || !timingSafeEqual(a, b)) throw new BerthError('unauthorized', 'the bearer token is wrong');
 }
 
-async function handle(o: ServerOptions, req: http.IncomingMessage, requireToken: boolean): Promise<Reply> {
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new BerthError('invalid_request', `malformed path segment ${JSON.stringify(s)}`);
+  }
+}
+
+async function route(o: ServerOptions, req: http.IncomingMessage, res: http.ServerResponse, requireToken: boolean): Promise<Reply> {
   if (requireToken) authorize(req, o.token);
   const url = new URL(req.url ?? '/', 'http://berth');
-  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-  const method = req.method ?? 'GET';
-  if (parts[0] !== 'v1') throw new BerthError('not_found', `no such endpoint ${url.pathname}`);
-  const [, resource, name, action] = parts;
-
-  if (resource === 'node' && !name && method === 'GET') return { status: 200, body: await o.nodeInfo() };
-  if (resource === 'envs') {
-    if (!name) {
-      if (method === 'GET') return { status: 200, body: { envs: o.manager.list() } };
-      if (method === 'POST') {
-        const body = parse(CreateEnvRequest, await readJson(req));
-        const abort = new AbortController();
-        req.socket.once('close', () => abort.abort());
-        return { status: 201, body: await o.manager.create(body, abort.signal) };
-      }
-    } else if (!action) {
-      if (method === 'GET') return { status: 200, body: o.manager.get(name) };
-      if (method === 'DELETE') {
-        await o.manager.remove(name);
-        return { status: 200, body: { removed: name } };
-      }
-    } else if (action === 'exec' && method === 'POST' && parts.length === 4) {
-      const body = parse(ExecRequest, await readJson(req));
-      return { status: 200, body: await execBuffered(o.manager, name, body) };
-    }
+  let pathMatched = false;
+  for (const r of ROUTES) {
+    const m = r.pattern.exec(url.pathname);
+    if (!m) continue;
+    pathMatched = true;
+    if (r.method !== (req.method ?? 'GET')) continue;
+    return r.handle({ o, req, res, params: m.slice(1).map(decode), query: url.searchParams });
   }
-  throw new BerthError('not_found', `no such endpoint ${method} ${url.pathname}`);
+  if (pathMatched) throw new BerthError('invalid_request', `${req.method} is not allowed on ${url.pathname}`);
+  throw new BerthError('not_found', `no such endpoint ${req.method} ${url.pathname}`);
+}
+
+function closeWith(ws: WebSocket, err: unknown, log?: (l: string) => void): void {
+  const e = asBerthError(err);
+  if (e.code === 'internal') log?.(`berth: ${e.message}`);
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ error: e.toWire() }));
+  ws.close();
+}
+
+/** Pauses a source while the client's buffer is over the high-water mark. */
+function flow(ws: WebSocket, pause: () => void, resume: () => void): () => void {
+  let paused = false;
+  let timer: NodeJS.Timeout | undefined;
+  return () => {
+    if (paused || ws.bufferedAmount < HIGH_WATER) return;
+    paused = true;
+    pause();
+    timer = setInterval(() => {
+      if (ws.readyState !== ws.OPEN || ws.bufferedAmount < LOW_WATER) {
+        clearInterval(timer);
+        paused = false;
+        resume();
+      }
+    }, 20);
+  };
 }
 
 function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void {
   let run: Awaited<ReturnType<typeof startExec>> | undefined;
+  let closed = false;
   const early: Buffer[] = [];
-  const fail = (err: unknown): void => {
-    const e = asBerthError(err);
-    if (e.code === 'internal') o.log(`berth: exec ${name}: ${e.message}`);
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ error: e.toWire() }));
-    ws.close();
-  };
   const onBinary = (data: Buffer): void => {
     if (!run) return void early.push(data);
     const kind = data[0];
@@ -105,8 +222,12 @@ function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void 
     else if (kind === 1) run.endStdin();
     else if (kind === 2) run.signal(data.subarray(1).toString('utf8'));
   };
+  ws.on('close', () => {
+    closed = true;
+    run?.signal('SIGHUP');
+  });
   ws.once('message', (first, isBinary) => {
-    if (isBinary) return fail(new BerthError('invalid_request', 'the first message must be the JSON exec request'));
+    if (isBinary) return closeWith(ws, new BerthError('invalid_request', 'the first message must be the JSON exec request'));
     let req: ExecRequest & { interactiveStdin?: boolean };
     try {
       const raw = JSON.parse(String(first)) as Record<string, unknown>;
@@ -114,24 +235,138 @@ function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void 
       delete raw.interactiveStdin;
       req = { ...parse(ExecRequest, raw), interactiveStdin };
     } catch (err) {
-      return fail(err instanceof SyntaxError ? new BerthError('invalid_request', 'exec request is not JSON') : err);
+      return closeWith(ws, err instanceof SyntaxError ? new BerthError('invalid_request', 'exec request is not JSON') : err);
     }
     ws.on('message', (data, bin) => {
       if (bin) onBinary(data as Buffer);
     });
+    let check = (): void => {};
     startExec(o.manager, name, req, {
-      stdout: (c) => ws.send(Buffer.concat([Buffer.of(1), c])),
-      stderr: (c) => ws.send(Buffer.concat([Buffer.of(2), c])),
-    }).then((r) => {
-      run = r;
-      for (const d of early.splice(0)) onBinary(d);
-      ws.on('close', () => r.signal('SIGHUP'));
-      r.result.then((result) => {
-        ws.send(JSON.stringify({ exit: result }));
-        ws.close();
-      }, fail);
-    }, fail);
+      stdout: (c) => {
+        ws.send(Buffer.concat([Buffer.of(1), c]));
+        check();
+      },
+      stderr: (c) => {
+        ws.send(Buffer.concat([Buffer.of(2), c]));
+        check();
+      },
+    }).then(
+      (r) => {
+        run = r;
+        check = flow(
+          ws,
+          () => r.pause(),
+          () => r.resume(),
+        );
+        if (closed) return r.signal('SIGHUP');
+        for (const d of early.splice(0)) onBinary(d);
+        r.result.then(
+          (result) => {
+            if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ exit: result }));
+            ws.close();
+          },
+          (err: unknown) => closeWith(ws, err, o.log),
+        );
+      },
+      (err: unknown) => closeWith(ws, err, o.log),
+    );
   });
+}
+
+function ptyOverWebSocket(o: ServerOptions, name: string, q: URLSearchParams, ws: WebSocket): void {
+  const cols = Number(q.get('cols') ?? 80);
+  const rows = Number(q.get('rows') ?? 24);
+  const argv = q.getAll('argv');
+  let stream: Awaited<ReturnType<PtySessions['open']>>['stream'] | undefined;
+  const pending: Array<Buffer | string> = [];
+  const handleMessage = (data: Buffer | string, isBinary: boolean): void => {
+    if (!stream) return void pending.push(isBinary ? data : String(data));
+    if (isBinary) stream.writeStdin(data as Buffer);
+    else {
+      try {
+        const msg = JSON.parse(String(data)) as { resize?: [number, number]; signal?: string };
+        if (msg.resize) stream.control({ resize: msg.resize });
+        if (msg.signal) stream.signal(msg.signal);
+      } catch {
+        /* ignore */
+      }
+    }
+  };
+  ws.on('message', (d, bin) => handleMessage(d as Buffer, bin));
+  ws.on('close', () => stream?.endStdin());
+  o.ptys
+    .open(
+      name,
+      { argv, cols, rows },
+      { output: (c) => ws.readyState === ws.OPEN && ws.send(c), exit: (code, signal) => exitAndClose(ws, code, signal) },
+    )
+    .then(
+      (s) => {
+        stream = s.stream;
+        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ session: s.id }));
+        else s.stream.endStdin();
+        for (const p of pending.splice(0)) handleMessage(p, typeof p !== 'string');
+      },
+      (err: unknown) => closeWith(ws, err, o.log),
+    );
+}
+
+function exitAndClose(ws: WebSocket, code: number, signal: string | null): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ exit: { exitCode: code, signal } }));
+  ws.close();
+}
+
+function watchPty(o: ServerOptions, name: string, id: string, ws: WebSocket): void {
+  try {
+    const stop = o.ptys.watch(name, id, {
+      output: (c) => ws.readyState === ws.OPEN && ws.send(c),
+      exit: (code, signal) => exitAndClose(ws, code, signal),
+    });
+    ws.send(JSON.stringify({ session: id, readOnly: true }));
+    ws.on('close', stop);
+    // Watchers are read-only: whatever they send is dropped.
+  } catch (err) {
+    closeWith(ws, err);
+  }
+}
+
+function logsOverWebSocket(o: ServerOptions, name: string, service: string, q: URLSearchParams, ws: WebSocket): void {
+  const follow = q.get('follow') === '1';
+  const tail = Number(q.get('tail') ?? 64 * 1024);
+  let check = (): void => {};
+  openStream(
+    o.manager,
+    name,
+    { op: 'logs', name: service, follow, tailBytes: Number.isFinite(tail) ? tail : undefined },
+    {
+      onStdout: (c) => {
+        if (ws.readyState === ws.OPEN) ws.send(c);
+        check();
+      },
+    },
+  ).then(
+    (s) => {
+      check = flow(
+        ws,
+        () => s.control({ pause: true }),
+        () => s.control({ resume: true }),
+      );
+      ws.on('close', () => s.endStdin());
+      s.done.then(
+        (r) => {
+          if (!r.ok)
+            return closeWith(
+              ws,
+              new BerthError(r.error?.code === 'not_found' ? 'not_found' : 'internal', r.error?.message ?? 'logs failed'),
+            );
+          if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ end: true }));
+          ws.close();
+        },
+        (err: unknown) => closeWith(ws, err, o.log),
+      );
+    },
+    (err: unknown) => closeWith(ws, err, o.log),
+  );
 }
 
 function parse<T>(schema: z.ZodType<T>, value: unknown): T {
@@ -170,6 +405,7 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
 }
 
 function send(res: http.ServerResponse, r: Reply): void {
+  if (res.writableEnded || res.destroyed) return;
   const body = r.body === undefined ? '' : JSON.stringify(r.body);
   res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);

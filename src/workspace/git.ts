@@ -48,6 +48,31 @@ export function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; 
   });
 }
 
+/** Refs are names or commit ids, never options: `--upload-pack=...` must not reach git. */
+export function validateRef(ref: string): void {
+  if (
+    ref.startsWith('-') ||
+    /[\s\u0000-\u001f~^:?*[\\]|\.\.|@\{|\/\/|\.lock$|\/$/.test(ref.replace(/(\^\{commit\}|~\d*|\^\d*)+$/, '')) ||
+    ref.length > 256
+  ) {
+    throw new BerthError('ref_not_found', `invalid ref ${JSON.stringify(ref)}`, 'give a branch, tag or commit id');
+  }
+}
+
+const locks = new Map<string, Promise<unknown>>();
+
+function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const prev = locks.get(key) ?? Promise.resolve();
+  const next = prev.catch(() => {}).then(fn);
+  locks.set(key, next);
+  void next
+    .finally(() => {
+      if (locks.get(key) === next) locks.delete(key);
+    })
+    .catch(() => {});
+  return next;
+}
+
 export function isRemoteRepo(repo: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\s]+@[^:\s]+:/.test(repo);
 }
@@ -72,29 +97,33 @@ export async function resolveRepo(repo: string, ref: string | undefined, cacheRo
     await git(['-C', mirror, 'config', 'gc.auto', '0'], { signal });
   }
 
-  let commit: string;
-  if (!remote) {
-    const want = ref ?? 'HEAD';
-    try {
-      commit = await git(['-C', normalized, 'rev-parse', '--verify', '--quiet', '--end-of-options', `${want}^{commit}`], { signal });
-    } catch {
-      throw new BerthError(
-        'ref_not_found',
-        `ref ${want} does not exist in ${repo}`,
-        'give a branch, tag or commit that exists (git branch -a lists them)',
-      );
-    }
-    if (!(await hasCommit(mirror, commit))) await fetchInto(mirror, normalized, commit, repo, signal);
-  } else {
-    const want = ref ?? 'HEAD';
-    if (/^[0-9a-f]{40}$/.test(want) && (await hasCommit(mirror, want))) commit = want;
+  const want = ref ?? 'HEAD';
+  validateRef(want);
+  // One resolution at a time per mirror: concurrent fetches would race on its refs.
+  const commit = await withLock(mirror, async () => {
+    let sha: string;
+    if (!remote) {
+      try {
+        sha = await git(['-C', normalized, 'rev-parse', '--verify', '--quiet', '--end-of-options', `${want}^{commit}`], { signal });
+      } catch {
+        throw new BerthError(
+          'ref_not_found',
+          `ref ${want} does not exist in ${repo}`,
+          'give a branch, tag or commit that exists (git branch -a lists them)',
+        );
+      }
+      if (!(await hasCommit(mirror, sha))) await fetchInto(mirror, normalized, sha, repo, signal);
+    } else if (/^[0-9a-f]{40}$/.test(want) && (await hasCommit(mirror, want))) sha = want;
     else {
-      await fetchInto(mirror, normalized, want, repo, signal);
-      commit = await git(['-C', mirror, 'rev-parse', 'FETCH_HEAD^{commit}'], { signal });
+      const tmp = `refs/berth/fetch/${process.pid}-${Date.now()}`;
+      await fetchInto(mirror, normalized, `${want}:${tmp}`, repo, signal, want);
+      sha = await git(['-C', mirror, 'rev-parse', `${tmp}^{commit}`], { signal });
+      await git(['-C', mirror, 'update-ref', '-d', tmp], { signal });
     }
-  }
-  // Pin it: the mirror never collects a commit an environment was made from.
-  await git(['-C', mirror, 'update-ref', `refs/berth/pins/${commit}`, commit], { signal });
+    // Pin it: the mirror never collects a commit an environment was made from.
+    await git(['-C', mirror, 'update-ref', `refs/berth/pins/${sha}`, sha], { signal });
+    return sha;
+  });
   return { repo: normalized, remote, commit, mirror };
 }
 
@@ -107,9 +136,16 @@ async function hasCommit(mirror: string, commit: string): Promise<boolean> {
   }
 }
 
-async function fetchInto(mirror: string, source: string, what: string, shown: string, signal?: AbortSignal): Promise<void> {
+async function fetchInto(
+  mirror: string,
+  source: string,
+  refspec: string,
+  shown: string,
+  signal?: AbortSignal,
+  what = refspec,
+): Promise<void> {
   try {
-    await git(['-C', mirror, 'fetch', '--quiet', '--no-tags', source, what], { signal });
+    await git(['-C', mirror, 'fetch', '--quiet', '--no-tags', '--end-of-options', source, refspec], { signal });
   } catch (err) {
     const msg = (err as { stderr?: string }).stderr ?? String(err);
     if (/couldn't find remote ref|not our ref|unadvertised object|invalid refspec|bad object/i.test(msg)) {

@@ -1,6 +1,8 @@
 // new, ls, rm, describe, exec.
 import type { CreateEnvRequest } from '../../core/api.js';
+import { resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
+import { isRemoteRepo } from '../../workspace/git.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { envTable, printJson } from '../output.js';
@@ -13,8 +15,10 @@ export async function cmdNew(argv: string[]): Promise<number> {
   const name = p.positionals[0];
   if (!name || p.positionals.length > 1)
     throw new BerthError('usage', 'usage: berth new NAME --repo PATH|URL [--ref REF] [--agent A] [--task T]');
-  const repo = flag(p, 'repo');
-  if (!repo) throw new BerthError('usage', 'berth new needs --repo PATH|URL');
+  const given = flag(p, 'repo');
+  if (!given) throw new BerthError('usage', 'berth new needs --repo PATH|URL');
+  // A path means the caller's directory, not the daemon's.
+  const repo = isRemoteRepo(given) ? given : resolve(given);
   const network = flag(p, 'network');
   if (network !== undefined && network !== 'egress' && network !== 'none') {
     throw new BerthError('usage', `--network must be egress or none, not ${JSON.stringify(network)}`);
@@ -74,9 +78,10 @@ export async function cmdDescribe(argv: string[]): Promise<number> {
   const name = p.positionals[0];
   if (!name) throw new BerthError('usage', 'usage: berth describe NAME');
   const client = await connectLocal({ autostart: true });
-  const env = await client.getEnv(name);
+  const full = bool(p, 'json') ? await client.describe(name) : undefined;
+  const env = full ? (full as unknown as Awaited<ReturnType<typeof client.getEnv>>) : await client.getEnv(name);
   client.close();
-  if (bool(p, 'json')) printJson(env);
+  if (full) printJson(full);
   else {
     const lines = [
       `name       ${env.name} (${env.id})`,
@@ -132,6 +137,13 @@ export async function cmdExec(argv: string[]): Promise<number> {
     process.stdin.on('data', (c: Buffer) => handle.writeStdin(c));
     process.stdin.on('end', () => handle.endStdin());
     process.stdin.on('error', () => handle.endStdin());
+  }
+  // A reader that goes away (`| head`) ends the remote command, quietly.
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', () => {
+      handle.kill('SIGPIPE');
+      process.exit(141);
+    });
   }
   const forward = (sig: NodeJS.Signals) => () => handle.kill(sig);
   process.on('SIGINT', forward('SIGINT'));

@@ -34,6 +34,9 @@ export async function cmdUp(argv: string[]): Promise<number> {
       const r = await client.exec('demo', { argv: ['npm', 'test', '--silent'] });
       process.stderr.write(`berth: \`npm test\` in demo exited ${r.exitCode} (agent round trip ${r.timing.transportMs} ms)\n`);
     }
+  } catch (err) {
+    await d.close();
+    throw err;
   } finally {
     client.close();
   }

@@ -5,7 +5,7 @@ import type { ExecRequest, ExecResult } from '../core/api.js';
 import { BerthError, isErrorCode } from '../core/errors.js';
 import type { AgentResponse } from '../agent/protocol.js';
 import { AgentGoneError } from '../agent/client.js';
-import type { EnvManager } from '../env/manager.js';
+import type { EnvManager } from './manager.js';
 
 export const MAX_BUFFERED_OUTPUT = 16 * 1024 * 1024;
 
@@ -24,6 +24,9 @@ export interface RunningExec {
   writeStdin(chunk: Buffer): void;
   endStdin(): void;
   signal(sig: string): void;
+  /** Flow control: stop and restart the command's output while a slow client catches up. */
+  pause(): void;
+  resume(): void;
   result: Promise<Omit<ExecResult, 'stdout' | 'stderr' | 'truncated'>>;
 }
 
@@ -50,17 +53,14 @@ export async function startExec(
       if (!res.ok || !res.exec) throw agentError(res);
       const total = performance.now() - tAsk;
       const e = res.exec;
-      return {
-        exitCode: e.timedOut ? 124 : e.exitCode,
-        signal: e.signal,
-        timedOut: e.timedOut,
-        timing: {
-          queueMs: round(tAsk - t0),
-          spawnMs: round(e.spawnMs),
-          runMs: round(e.runMs),
-          transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
-        },
+      const timing = {
+        queueMs: round(tAsk - t0),
+        spawnMs: round(e.spawnMs),
+        runMs: round(e.runMs),
+        transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
       };
+      manager.stats.record(row.id, timing);
+      return { exitCode: e.timedOut ? 124 : e.exitCode, signal: e.signal, timedOut: e.timedOut, timing };
     },
     (err: unknown) => {
       if (err instanceof AgentGoneError) {
@@ -73,10 +73,23 @@ export async function startExec(
       throw err;
     },
   );
-  return { writeStdin: (c) => stream.writeStdin(c), endStdin: () => stream.endStdin(), signal: (s) => stream.signal(s), result };
+  return {
+    writeStdin: (c) => stream.writeStdin(c),
+    endStdin: () => stream.endStdin(),
+    signal: (s) => stream.signal(s),
+    pause: () => stream.control({ pause: true }),
+    resume: () => stream.control({ resume: true }),
+    result,
+  };
 }
 
-export async function execBuffered(manager: EnvManager, name: string, req: ExecRequest): Promise<ExecResult> {
+/** Runs a command and returns its whole output; `res` going away ends the command. */
+export async function execBuffered(
+  manager: EnvManager,
+  name: string,
+  req: ExecRequest,
+  res?: { once(e: 'close', f: () => void): unknown; writableEnded: boolean },
+): Promise<ExecResult> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   let size = 0;
@@ -90,6 +103,9 @@ export async function execBuffered(manager: EnvManager, name: string, req: ExecR
     if (c.length) into.push(c);
   };
   const run = await startExec(manager, name, req, { stdout: keep(out), stderr: keep(err) });
+  res?.once('close', () => {
+    if (!res.writableEnded) run.signal('SIGKILL');
+  });
   const r = await run.result;
   return { ...r, stdout: Buffer.concat(out).toString('base64'), stderr: Buffer.concat(err).toString('base64'), truncated };
 }
