@@ -100,8 +100,12 @@ export class NodeFixture {
   }
 
   async startDaemon(extra: Record<string, string> = {}): Promise<void> {
+    return this.startDaemonWith([], extra);
+  }
+
+  async startDaemonWith(args: string[], extra: Record<string, string> = {}): Promise<void> {
     const log = openSync(this.logPath, 'a');
-    this.daemon = spawn(process.execPath, [BERTH, 'daemon'], { env: { ...this.env, ...extra }, stdio: ['ignore', log, log] });
+    this.daemon = spawn(process.execPath, [BERTH, 'daemon', ...args], { env: { ...this.env, ...extra }, stdio: ['ignore', log, log] });
     const sock = join(this.home, 'berth.sock');
     for (let i = 0; i < 400; i++) {
       if (this.daemon.exitCode !== null) throw new Error(`daemon exited: ${this.log()}`);
@@ -128,7 +132,9 @@ export class NodeFixture {
   }
 
   async json<T = unknown>(args: string[], opts: { stdin?: string } = {}): Promise<T> {
-    const r = await this.cli([...args, '--json'], opts);
+    const dd = args.indexOf('--');
+    const withJson = dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)];
+    const r = await this.cli(withJson, opts);
     if (r.code !== 0) throw new Error(`berth ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
     return JSON.parse(r.stdout) as T;
   }
