@@ -26,6 +26,22 @@ http.createServer((req, res) => {
 setInterval(() => console.log('tick ' + Date.now()), 200);
 `;
 
+/** The parts of `describe` these tests read. */
+interface Description {
+  os: { id: string; arch: string };
+  toolchain: Record<string, { version: string }>;
+  path: string[];
+  env: Record<string, string>;
+  ports: Array<{ port: number; service: string | null }>;
+  processes: Array<{ cmd: string; service: string | null }>;
+  services: Array<{ state: string }>;
+  git: { branch: string; clean: boolean; dirty: Array<{ path: string }>; ahead: number };
+  resources: { pids: { limit: number }; memory: { usedBytes: number } };
+  identity: { ref: string };
+  commit: string;
+  latency: { commands: number; overheadMs: { p50: number } };
+}
+
 for (const engine of testEngines()) {
   describe(`runtime on ${engine}`, () => {
     let node: NodeFixture;
@@ -128,22 +144,20 @@ for (const engine of testEngines()) {
       track(
         (async () => {
           await node.cli(['exec', 'app', '--', 'sh', '-c', 'echo change >> server.js; echo new > untracked.txt']);
-          const d = await node.json<Record<string, any>>(['describe', 'app']); // eslint-disable-line @typescript-eslint/no-explicit-any
+          const d = await node.json<Description>(['describe', 'app']);
           assert.equal(d.os.id, 'debian');
           assert.ok(d.os.arch);
-          assert.match(d.toolchain.node.version, /^\d+\.\d+/);
-          assert.match(d.toolchain.git.version, /^\d+\.\d+/);
+          assert.match(d.toolchain.node!.version, /^\d+\.\d+/);
+          assert.match(d.toolchain.git!.version, /^\d+\.\d+/);
           assert.ok(d.path.includes('/usr/bin'));
           assert.equal(d.env.BERTH_ENV, 'app');
-          const port = (d.ports as Array<{ port: number; service: string | null }>).find((p) => p.port === 3000);
+          const port = d.ports.find((p) => p.port === 3000);
           assert.equal(port?.service, 'web');
-          assert.ok(
-            (d.processes as Array<{ cmd: string; service: string | null }>).some((p) => p.cmd.includes('server.js') && p.service === 'web'),
-          );
-          assert.equal(d.services[0].state, 'ready');
+          assert.ok(d.processes.some((p) => p.cmd.includes('server.js') && p.service === 'web'));
+          assert.equal(d.services[0]!.state, 'ready');
           assert.equal(d.git.branch, 'berth/app');
           assert.equal(d.git.clean, false);
-          assert.deepEqual((d.git.dirty as Array<{ path: string }>).map((f) => f.path).sort(), ['server.js', 'untracked.txt']);
+          assert.deepEqual(d.git.dirty.map((f) => f.path).sort(), ['server.js', 'untracked.txt']);
           assert.equal(d.git.ahead, 0);
           assert.equal(d.resources.pids.limit, 1024);
           assert.ok(d.resources.memory.usedBytes > 0);
