@@ -319,13 +319,8 @@ export class EnvManager {
       if (isSocket(sock)) {
         try {
           const conn = await AgentConnection.open(sock, signal);
-          const pong = await Promise.race([
-            conn.request({ op: 'ping' }),
-            sleep(5000).then(() => {
-              conn.close();
-              return { ok: false };
-            }),
-          ]);
+          const timer = setTimeout(() => conn.close(), 5000); // an agent that never answers
+          const pong = await conn.request({ op: 'ping' }).finally(() => clearTimeout(timer));
           if (pong.ok) {
             this.agents.set(row.id, Promise.resolve(conn));
             return conn;

@@ -1,7 +1,7 @@
 // Test fixtures that drive the real thing: the `berth` CLI as a user types it, a real daemon
 // process on a real engine, and real git repositories. Each fixture owns its cleanup and
 // prints what it made when a test fails.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -148,6 +148,10 @@ export class NodeFixture {
     if (failed) {
       const ls = await this.cli(['ls']).catch(() => undefined);
       process.stderr.write(`\n[fixture ${this.engine} ${this.home}] environments:\n${ls?.stdout ?? '?'}\n[daemon log]\n${this.log()}\n`);
+      for (const id of this.containers()) {
+        const logs = spawnSync(this.engine === 'docker' ? '/usr/bin/docker' : 'podman', ['logs', '--tail', '30', id], { encoding: 'utf8' });
+        process.stderr.write(`[container ${id.slice(0, 12)} log]\n${logs.stdout}${logs.stderr}\n`);
+      }
     }
     if (this.daemon && this.daemon.exitCode === null && this.daemon.signalCode === null) {
       const ls = await this.cli(['ls', '--json']).catch(() => undefined);

@@ -186,7 +186,7 @@ for (const engine of testEngines()) {
             '-c',
             'echo about to nap; sleep 1000',
           ]);
-          assert.equal(never.code, 18);
+          assert.equal(never.code, 18, never.stderr);
           assert.match(never.stderr, /not ready after 1 s/);
           assert.match(never.stderr, /about to nap/);
           const crashed = await node.cli([
