@@ -69,7 +69,7 @@ async function berthSeries(engine: EngineName, digest: string, repo: string): Pr
         if (measured) samplers.get(mode)!.add(ms);
       } finally {
         const t1 = performance.now();
-        await node.client.removeEnv(name).catch(() => {});
+        await node.client.removeEnv(name, { discard: true }).catch(() => {});
         if (measured) removals.get(mode)!.push(performance.now() - t1);
       }
     };

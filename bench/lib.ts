@@ -546,7 +546,8 @@ export class BerthNode {
     this.unregister = onCleanup(`berth daemon on ${engine} (${home})`, () => this.stop());
   }
 
-  static async start(engine: EngineName, digest: string): Promise<BerthNode> {
+  /** `listen` (HOST:PORT, port 0 for any) also serves the API over TCP: see tcpEndpoint. */
+  static async start(engine: EngineName, digest: string, o: { listen?: string } = {}): Promise<BerthNode> {
     if (stopping) throw new Error('not starting a daemon: the run is being cleaned up');
     touchedEngines.add(engine);
     const home = tempDir(`berth-bench-${engine}-`);
@@ -558,7 +559,8 @@ export class BerthNode {
     const env = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_CACHE: cache, BERTH_NO_AUTOSTART: '1' };
     const logPath = join(home, 'daemon.log');
     const fd = openSync(logPath, 'a');
-    const proc = spawn(process.execPath, [BERTH, 'daemon'], { env, stdio: ['ignore', fd, fd] });
+    const args = [BERTH, 'daemon', ...(o.listen ? ['--listen', o.listen] : [])];
+    const proc = spawn(process.execPath, args, { env, stdio: ['ignore', fd, fd] });
     closeSync(fd);
     const kill = onCleanup(`kill daemon ${proc.pid}`, () => void proc.kill('SIGKILL'));
     const socketPath = join(home, 'berth.sock');
@@ -588,6 +590,23 @@ export class BerthNode {
     return new BerthNode(engine, home, env, proc, socketPath, nodeId);
   }
 
+  /** The TCP address the daemon reports in its log (started with `listen`), and its bearer token. */
+  async tcpEndpoint(timeoutMs = 10_000): Promise<{ host: string; port: number; token: string }> {
+    const logPath = join(this.home, 'daemon.log');
+    const until = performance.now() + timeoutMs;
+    for (;;) {
+      const text = existsSync(logPath) ? readFileSync(logPath, 'utf8') : '';
+      const m = /also listening on tcp:\/\/(\S+):(\d+)/.exec(text);
+      if (m) {
+        const token = this.env.BERTH_TOKEN ?? readFileSync(join(this.home, 'token'), 'utf8').trim();
+        return { host: m[1]!, port: Number(m[2]), token };
+      }
+      if (!this.alive()) throw new Error(`berth daemon exited before listening on TCP: ${text.trim()}`);
+      if (performance.now() > until) throw new Error(`berth daemon logged no TCP address within ${timeoutMs} ms: ${text.trim()}`);
+      await sleep(25);
+    }
+  }
+
   cli(args: string[], timeoutMs = 120_000): Promise<RunResult> {
     return run(process.execPath, [BERTH, ...args], { env: this.env, cwd: ROOT, timeoutMs });
   }
@@ -606,7 +625,7 @@ export class BerthNode {
       try {
         for (const e of await this.client.listEnvs(AbortSignal.timeout(10_000))) {
           await this.client
-            .removeEnv(e.name, AbortSignal.timeout(60_000))
+            .removeEnv(e.name, { discard: true }, AbortSignal.timeout(60_000))
             .catch((err: unknown) => problems.push(`rm ${e.name}: ${errorText(err)}`));
         }
       } catch (err) {

@@ -5,6 +5,7 @@ import { VERSION } from '../core/version.js';
 import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
 import { cmdToolchain } from './commands/toolchain.js';
 import { cmdBatch, cmdLogs, cmdService, cmdShell, cmdVerify } from './commands/runtime.js';
+import { cmdFork, cmdGc, cmdId, cmdPause, cmdPool, cmdRestore, cmdResume, cmdSnap, cmdSnapshots } from './commands/switching.js';
 import { cmdDaemon, cmdUp } from './commands/up.js';
 
 const HELP = `berth ${VERSION}: isolated, reproducible environments for coding agents
@@ -24,6 +25,15 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth verify ENV [--http URL] [--screenshot URL] [--test CMD [--junit PATH]]
   berth shell ENV [--watch SESSION | --list] [-- CMD...]   an interactive terminal
   berth batch ENV [--keep-going] < steps.sh                 many commands, one round trip
+  berth pause NAME | berth resume NAME  freeze and thaw (memory kept, no cold start)
+  berth id NAME [--snap]               identity: repo, commit, toolchain digest, snapshot, cache keys
+  berth snap NAME [--artifact PATH]... snapshot: the workspace diff plus artifacts -> id
+  berth fork SNAPSHOT NAME             a new environment from a snapshot
+  berth restore NAME SNAPSHOT          put an environment's workspace back to a snapshot
+  berth snapshots | berth gc           list snapshots; drop blobs nothing references
+  berth pool set [TOOLCHAIN] --repo PATH --ref REF --size N | berth pool ls
+  berth new ... [--identity ID|FILE] [--snapshot ID] [--ttl 2h] [--idle-ttl 30m] [--no-pool]
+  berth rm NAME [--discard]            snapshots first unless --discard
 
 Every command takes --json. BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
@@ -43,9 +53,18 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   verify: cmdVerify,
   shell: cmdShell,
   batch: cmdBatch,
+  pause: cmdPause,
+  resume: cmdResume,
+  id: cmdId,
+  snap: cmdSnap,
+  fork: cmdFork,
+  restore: cmdRestore,
+  snapshots: cmdSnapshots,
+  gc: cmdGc,
+  pool: cmdPool,
 };
 
-const LATER = new Set(['snap', 'fork', 'id', 'enter', 'push', 'drift', 'ci', 'pool', 'node', 'mcp', 'ssh-config', 'pause', 'resume']);
+const LATER = new Set(['enter', 'push', 'drift', 'ci', 'node', 'mcp', 'ssh-config', 'forward']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

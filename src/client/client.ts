@@ -8,7 +8,12 @@ import type {
   EnvInfo,
   ExecRequest,
   ExecResult,
+  IdentityInfo,
   NodeInfo,
+  PoolInfo,
+  PoolRequest,
+  SnapRequest,
+  SnapshotInfo,
   ServiceInfo,
   ServiceStartRequest,
   VerifyRequest,
@@ -115,8 +120,45 @@ export class NodeClient {
     return this.request('GET', `/v1/envs/${encodeURIComponent(name)}`, undefined, signal);
   }
 
-  async removeEnv(name: string, signal?: AbortSignal): Promise<void> {
-    await this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}`, undefined, signal);
+  /** Removes an environment; its work is snapshotted first unless `discard`. */
+  removeEnv(name: string, opts: { discard?: boolean } = {}, signal?: AbortSignal): Promise<{ removed: string; snapshot: string | null }> {
+    return this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}${opts.discard ? '?discard=1' : ''}`, undefined, signal);
+  }
+
+  pause(name: string): Promise<EnvInfo> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/pause`);
+  }
+
+  resume(name: string): Promise<EnvInfo> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/resume`);
+  }
+
+  identity(name: string): Promise<IdentityInfo> {
+    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}/identity`);
+  }
+
+  snap(name: string, req: SnapRequest = {}): Promise<SnapshotInfo> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/snapshots`, req);
+  }
+
+  restore(name: string, snapshot: string): Promise<{ restored: string; files: number }> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/restore`, { snapshot });
+  }
+
+  async snapshots(): Promise<SnapshotInfo[]> {
+    return (await this.request<{ snapshots: SnapshotInfo[] }>('GET', '/v1/snapshots')).snapshots;
+  }
+
+  gc(): Promise<{ kept: number; removed: number; freedBytes: number; tmpRemoved: number }> {
+    return this.request('POST', '/v1/gc');
+  }
+
+  setPool(req: PoolRequest): Promise<PoolInfo> {
+    return this.request('PUT', '/v1/pools', req);
+  }
+
+  async pools(): Promise<PoolInfo[]> {
+    return (await this.request<{ pools: PoolInfo[] }>('GET', '/v1/pools')).pools;
   }
 
   /** One round trip; output is buffered (up to 16 MiB per command). */

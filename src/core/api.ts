@@ -16,7 +16,7 @@ export type Limits = z.infer<typeof Limits>;
 export const CreateEnvRequest = z
   .object({
     name: z.string(),
-    repo: z.string().min(1, 'repo is required'),
+    repo: z.string().max(4096).optional(),
     ref: z.string().min(1).max(256).optional(),
     toolchain: z.string().min(1).max(256).optional(),
     agent: z.string().optional(),
@@ -24,6 +24,15 @@ export const CreateEnvRequest = z
     network: NetworkMode.optional(),
     limits: Limits.partial().optional(),
     inheritTrust: z.boolean().optional(),
+    /** Fork: start from this snapshot (its repo, commit and toolchain unless given). */
+    snapshot: z.string().max(80).optional(),
+    /** Recreate from an identity (the short form or its JSON). */
+    identity: z.string().max(16_384).optional(),
+    /** Lifetimes, in seconds: at most this long in all, and at most this long unused. */
+    ttlSeconds: z.number().int().positive().max(31_536_000).optional(),
+    idleTtlSeconds: z.number().int().positive().max(31_536_000).optional(),
+    /** Never take one from a pre-warmed pool. */
+    noPool: z.boolean().optional(),
   })
   .strict();
 export type CreateEnvRequest = z.infer<typeof CreateEnvRequest>;
@@ -35,11 +44,13 @@ export const ExecRequest = z
     env: z.record(z.string()).optional(),
     stdin: z.string().optional(), // base64, for the buffered form
     timeoutMs: z.number().int().positive().max(86_400_000).optional(),
+    /** Resume a paused environment instead of refusing. */
+    resume: z.boolean().optional(),
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequest>;
 
-export const EnvState = z.enum(['creating', 'running', 'stopped', 'vanished', 'removing']);
+export const EnvState = z.enum(['creating', 'running', 'paused', 'pooled', 'stopped', 'vanished', 'removing']);
 export type EnvState = z.infer<typeof EnvState>;
 
 export interface EnvInfo {
@@ -58,7 +69,60 @@ export interface EnvInfo {
   limits: Limits;
   labels: { agent?: string; task?: string };
   createdAt: string;
-  identity: { repo: string; ref: string; toolchain: string; hash: string; short: string };
+  identity: IdentityInfo;
+  /** Where it came from: a snapshot it was forked from, a pool it was claimed from. */
+  origin: { snapshot: string | null; pool: boolean };
+  cacheKeys: Record<string, string>;
+  ttl: { seconds: number | null; idleSeconds: number | null; expiresAt: string | null };
+}
+
+export interface IdentityInfo {
+  repo: string;
+  ref: string;
+  toolchain: string;
+  snapshot?: string;
+  cacheKeys?: Record<string, string>;
+  hash: string;
+  short: string;
+}
+
+export const SnapRequest = z.object({ artifacts: z.array(z.string().max(4096)).max(100).optional() }).strict();
+export type SnapRequest = z.infer<typeof SnapRequest>;
+
+export interface SnapshotInfo {
+  id: string;
+  env: string | null;
+  base: string;
+  repo: string;
+  toolchain: string;
+  cacheKeys: Record<string, string>;
+  files: number;
+  bytes: number;
+  reason: string;
+  createdAt: string;
+  newBlobs?: number;
+  ms?: number;
+}
+
+export const PoolRequest = z
+  .object({
+    toolchain: z.string().min(1).max(256).optional(),
+    repo: z.string().min(1),
+    ref: z.string().min(1).max(256).optional(),
+    size: z.number().int().min(0).max(100),
+  })
+  .strict();
+export type PoolRequest = z.infer<typeof PoolRequest>;
+
+export interface PoolInfo {
+  id: string;
+  toolchain: string;
+  repo: string;
+  ref: string;
+  commit: string;
+  cacheKey: string;
+  size: number;
+  warm: number;
 }
 
 export interface ExecTiming {

@@ -53,7 +53,10 @@ export class DockerApiEngine implements Engine {
       WorkingDir: spec.workdir,
       Hostname: spec.name.slice(0, 63),
       HostConfig: {
-        Binds: spec.mounts.map((m) => `${m.source}:${m.target}:${m.readOnly ? 'ro' : 'rw'}`),
+        Binds: [
+          ...spec.mounts.map((m) => `${m.source}:${m.target}:${m.readOnly ? 'ro' : 'rw'}`),
+          ...spec.volumes.map((v) => `${v.name}:${v.target}:rw`),
+        ],
         Memory: spec.memoryBytes,
         MemorySwap: spec.memoryBytes,
         NanoCpus: spec.nanoCpus,
@@ -176,6 +179,26 @@ export class DockerApiEngine implements Engine {
       bridge,
       subnets: (j.IPAM?.Config ?? []).map((c) => c.Subnet ?? '').filter(Boolean),
     };
+  }
+
+  async ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const have = await this.http.request('GET', `${API}/volumes/${encodeURIComponent(name)}`, undefined, signal);
+    if (have.status === 200) return;
+    const res = await this.http.request('POST', `${API}/volumes/create`, { Name: name, Labels: labels }, signal);
+    if (res.status !== 409) check(res, `create volume ${name}`);
+  }
+
+  async listVolumes(labels: Record<string, string>, signal?: AbortSignal): Promise<string[]> {
+    const filters = JSON.stringify({ label: Object.entries(labels).map(([k, v]) => `${k}=${v}`) });
+    const res = await this.http.request('GET', `${API}/volumes?filters=${encodeURIComponent(filters)}`, undefined, signal);
+    check(res, 'list volumes');
+    return ((JSON.parse(res.body.toString('utf8')) as { Volumes?: Array<{ Name: string }> | null }).Volumes ?? []).map((v) => v.Name);
+  }
+
+  async removeVolume(name: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.request('DELETE', `${API}/volumes/${encodeURIComponent(name)}`, undefined, signal);
+    if (res.status === 404) return;
+    check(res, `remove volume ${name}`);
   }
 
   close(): void {

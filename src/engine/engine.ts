@@ -16,6 +16,8 @@ export interface ContainerSpec {
   env: Record<string, string>;
   labels: Record<string, string>;
   mounts: Mount[];
+  /** Named engine volumes (caches), mounted read-write. */
+  volumes: Array<{ name: string; target: string }>;
   workdir: string;
   memoryBytes: number;
   nanoCpus: number;
@@ -72,5 +74,8 @@ export interface Engine {
   pauseContainer(id: string, signal?: AbortSignal): Promise<void>;
   unpauseContainer(id: string, signal?: AbortSignal): Promise<void>;
   ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<NetworkInfo>;
+  ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  listVolumes(labels: Record<string, string>, signal?: AbortSignal): Promise<string[]>;
+  removeVolume(name: string, signal?: AbortSignal): Promise<void>;
   close(): void;
 }

@@ -37,7 +37,7 @@ export async function startExec(
   sink: ExecSink,
 ): Promise<RunningExec> {
   const t0 = performance.now();
-  const { row, conn } = await manager.agentFor(name);
+  const { row, conn } = await manager.agentFor(name, { resume: req.resume });
   const tAsk = performance.now();
   const hasStdin = req.interactiveStdin === true || req.stdin !== undefined;
   const stream = conn.open(

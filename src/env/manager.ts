@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
-import { encodeIdentity, identityHash, type Identity } from '../core/identity.js';
+import { decodeIdentity, encodeIdentity, identityHash, type Identity } from '../core/identity.js';
 import { validateEnvName, validateLabel } from '../core/names.js';
 import { failpoint } from '../core/failpoint.js';
 import { AgentConnection, AgentGoneError } from '../agent/client.js';
@@ -14,6 +14,9 @@ import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
 import type { EnvRow, StateDb } from '../state/state-db.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
+import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../workspace/cache-keys.js';
+import type { BlobStore } from '../workspace/blob-store.js';
+import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import { ExecStats } from './exec-stats.js';
 import { isolateSubnets } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
@@ -34,6 +37,7 @@ export interface ManagerOptions {
   engine: Engine;
   engineName: string;
   db: StateDb;
+  store: BlobStore;
   log: (line: string) => void;
 }
 
@@ -42,6 +46,8 @@ export class EnvManager {
   private networkReady: Promise<void> | undefined;
   private readonly creating = new Map<string, AbortController>();
   readonly stats = new ExecStats();
+  /** When each environment last ran a command (flushed to the database now and then). */
+  readonly lastUsed = new Map<string, number>();
 
   constructor(private readonly o: ManagerOptions) {}
 
@@ -51,7 +57,7 @@ export class EnvManager {
 
   // ---- lifecycle ---------------------------------------------------------------------
 
-  async create(req: CreateEnvRequest, signal?: AbortSignal): Promise<EnvInfo> {
+  async create(req: CreateEnvRequest, signal?: AbortSignal, internal: { poolId?: string } = {}): Promise<EnvInfo> {
     const name = validateEnvName(req.name);
     const agent = validateLabel('agent', req.agent);
     const task = validateLabel('task', req.task);
@@ -64,7 +70,32 @@ export class EnvManager {
         `pick another name, or remove it with \`berth rm ${name}\``,
       );
     }
-    const toolchainRef = req.toolchain ?? defaultToolchainDigest();
+    // Where it starts from: an identity, a snapshot, or a repository and ref.
+    let repo = req.repo;
+    let ref = req.ref;
+    let toolchainRef = req.toolchain;
+    let snapshotId = req.snapshot;
+    if (req.identity) {
+      const id = decodeIdentity(req.identity);
+      repo = id.repo;
+      ref = id.ref;
+      toolchainRef = id.toolchain;
+      snapshotId = id.snapshot;
+    }
+    let snapshot: { id: string; manifest: SnapshotManifest; blobs: Map<string, Buffer> } | undefined;
+    if (snapshotId) {
+      const known = this.o.db.snapshot(snapshotId);
+      const manifest = loadManifest(this.o.store, snapshotId);
+      // Every blob is checked against its hash before anything is made.
+      snapshot = { id: snapshotId, manifest, blobs: verifyBlobs(this.o.store, manifest) };
+      ref = manifest.base;
+      if (known) {
+        repo = req.identity ? repo : known.repo;
+        toolchainRef ??= known.toolchain;
+      }
+    }
+    if (!repo) throw new BerthError('usage', 'a repository is required', 'give --repo PATH|URL');
+    toolchainRef ??= defaultToolchainDigest() ?? undefined;
     if (!toolchainRef) {
       throw new BerthError('image_missing', 'this node has no toolchain image yet', 'build one with `berth toolchain build`');
     }
@@ -76,16 +107,25 @@ export class EnvManager {
         'build it with `berth toolchain build`, or give --toolchain',
       );
     }
-    const resolved = await resolveRepo(req.repo, req.ref, this.o.config.cacheRoot, signal);
+    const resolved = await resolveRepo(repo, ref, this.o.config.cacheRoot, signal);
+    const cacheKeys = await cacheKeysAt(resolved.mirror, resolved.commit);
+
+    // A warm environment from a pool, when one matches and nothing is customized.
+    const plain = !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !req.limits && req.inheritTrust !== false;
+    if (plain) {
+      const claimed = await this.claim(image.id, resolved.repo, resolved.commit, cacheKeys, { name, agent, task, req });
+      if (claimed) return claimed;
+    }
 
     const id = randomBytes(6).toString('hex');
     const dir = join(this.o.config.home, 'envs', id);
+    const now = new Date().toISOString();
     const row: EnvRow = {
       id,
       name,
       state: 'creating',
       repo: resolved.repo,
-      ref: req.ref ?? 'HEAD',
+      ref: ref ?? 'HEAD',
       commit_sha: resolved.commit,
       toolchain: image.id,
       container_id: null,
@@ -96,7 +136,13 @@ export class EnvManager {
       task: task ?? null,
       dir,
       trust: req.inheritTrust !== false && this.o.config.caBundle !== null,
-      created_at: new Date().toISOString(),
+      created_at: now,
+      snapshot: snapshot?.id ?? null,
+      cache_keys: cacheKeys,
+      pool_id: internal.poolId ?? null,
+      ttl_s: req.ttlSeconds ?? null,
+      idle_ttl_s: req.idleTtlSeconds ?? null,
+      last_used_at: now,
     };
     // The row goes in first, marked `creating`: a daemon killed from here on leaves a row
     // that the next start recognizes and cleans up together with whatever it points at.
@@ -114,16 +160,19 @@ export class EnvManager {
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
       await checkoutWorkspace(resolved, join(dir, 'workspace'), `berth/${name}`, sig);
+      if (snapshot) applyToFreshWorkspace(join(dir, 'workspace'), snapshot.manifest, snapshot.blobs);
       if (network === 'egress') await this.ensureNetwork(sig);
-      const spec = this.containerSpec(row, resolved.mirror);
+      const volumes = await this.ensureCaches(cacheKeys, sig);
+      const spec = this.containerSpec(row, resolved.mirror, volumes);
       const containerId = await this.o.engine.createContainer(spec, sig);
       this.o.db.updateEnv(id, { container_id: containerId });
       await failpoint('create:after-container');
       await this.o.engine.startContainer(containerId, sig);
       await this.connectAgent(row, containerId, sig);
       await failpoint('create:after-agent');
-      this.o.db.updateEnv(id, { state: 'running' });
-      return this.info({ ...row, state: 'running', container_id: containerId });
+      const state = internal.poolId ? 'pooled' : 'running';
+      this.o.db.updateEnv(id, { state });
+      return this.info({ ...row, state, container_id: containerId });
     } catch (err) {
       await this.destroy({ ...row, container_id: this.o.db.envById(id)?.container_id ?? null }).catch(() => {});
       if (sig.aborted && !(err instanceof BerthError)) throw new BerthError('interrupted', `creating ${name} was cancelled`);
@@ -133,7 +182,59 @@ export class EnvManager {
     }
   }
 
-  private containerSpec(row: EnvRow, mirror: string): ContainerSpec {
+  /** Shared cache volumes for this environment's lockfiles. */
+  private async ensureCaches(keys: Record<string, string>, signal?: AbortSignal): Promise<Array<{ name: string; target: string }>> {
+    const out: Array<{ name: string; target: string }> = [];
+    for (const [kind, key] of Object.entries(keys)) {
+      const target = cacheTarget(kind);
+      if (!target) continue;
+      const name = cacheVolumeName(kind, key);
+      await this.o.engine.ensureVolume(name, { [LABEL.managed]: 'true', 'org.berth.cache': kind }, signal);
+      out.push({ name, target });
+    }
+    return out;
+  }
+
+  /** Takes a warm environment from a matching pool, atomically; undefined when none is warm. */
+  private async claim(
+    toolchain: string,
+    repo: string,
+    commit: string,
+    cacheKeys: Record<string, string>,
+    who: { name: string; agent: string | undefined; task: string | undefined; req: CreateEnvRequest },
+  ): Promise<EnvInfo | undefined> {
+    const pool = this.o.db.findPool(toolchain, repo, commit, cacheKeyDigest(cacheKeys));
+    if (!pool) return undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const row = this.o.db.claimPooled(pool.id, {
+        name: who.name,
+        agent: who.agent ?? null,
+        task: who.task ?? null,
+        ttl_s: who.req.ttlSeconds ?? null,
+        idle_ttl_s: who.req.idleTtlSeconds ?? null,
+      });
+      this.onPoolChange?.();
+      if (!row) return undefined;
+      await failpoint('claim:after-claim');
+      try {
+        // The branch carries the environment's name, as if it had been made for it.
+        const { conn } = await this.agentFor(row.name);
+        const r = await conn.request({ op: 'exec', argv: ['git', 'branch', '-m', `berth/${row.name}`] });
+        if (!r.ok || r.exec?.exitCode !== 0) throw new Error('branch rename failed');
+        this.lastUsed.set(row.id, Date.now());
+        return this.info(row);
+      } catch {
+        // A pooled environment that died while waiting: drop it and try the next.
+        await this.destroy(row).catch(() => {});
+      }
+    }
+    return undefined;
+  }
+
+  /** Called when pools may need refilling. */
+  onPoolChange: (() => void) | undefined;
+
+  private containerSpec(row: EnvRow, mirror: string, volumes: Array<{ name: string; target: string }>): ContainerSpec {
     const c = this.o.config;
     const mounts: Mount[] = [
       { source: join(row.dir, 'workspace'), target: '/workspace', readOnly: false },
@@ -168,6 +269,7 @@ export class EnvManager {
       env,
       labels,
       mounts,
+      volumes,
       workdir: '/workspace',
       memoryBytes: row.limits.memoryMb * 1024 * 1024,
       nanoCpus: Math.round(row.limits.cpus * 1e9),
@@ -198,11 +300,34 @@ export class EnvManager {
     return this.networkReady;
   }
 
-  async remove(name: string): Promise<void> {
+  /**
+   * Removes an environment. Its work is snapshotted first unless `discard`: a removal (or an
+   * expiry) never loses work by accident. A snapshot that fails stops the removal.
+   */
+  async remove(
+    name: string,
+    opts: { discard?: boolean; snapshot?: (name: string) => Promise<{ id: string }> } = {},
+  ): Promise<{ snapshot: string | null }> {
     const row = this.mustGet(name);
+    let snapshot: string | null = null;
+    if (!opts.discard && opts.snapshot && row.state !== 'creating' && row.state !== 'pooled') {
+      try {
+        snapshot = (await opts.snapshot(name)).id;
+      } catch (err) {
+        const e = err instanceof BerthError ? err : new BerthError('internal', String(err));
+        if (e.code !== 'not_found') {
+          throw new BerthError(
+            e.code,
+            `not removing ${name}: its snapshot failed (${e.message})`,
+            'fix that, or pass --discard to drop its work',
+          );
+        }
+      }
+    }
     this.creating.get(row.id)?.abort();
     this.o.db.updateEnv(row.id, { state: 'removing' });
     await this.destroy(row);
+    return { snapshot };
   }
 
   /** Removes the container, the files and the row, in that order; safe to repeat. */
@@ -219,8 +344,12 @@ export class EnvManager {
     this.stats.forget(row.id);
   }
 
+  /** The environments users made (pool members waiting to be claimed are not listed). */
   list(): EnvInfo[] {
-    return this.o.db.listEnvs().map((r) => this.info(r));
+    return this.o.db
+      .listEnvs()
+      .filter((r) => r.state !== 'pooled' && !(r.state === 'creating' && r.pool_id))
+      .map((r) => this.info(r));
   }
 
   get(name: string): EnvInfo {
@@ -235,7 +364,14 @@ export class EnvManager {
   }
 
   info(row: EnvRow): EnvInfo {
-    const identity: Identity = { repo: row.repo, ref: row.commit_sha, toolchain: row.toolchain };
+    const identity: Identity = {
+      repo: row.repo,
+      ref: row.commit_sha,
+      toolchain: row.toolchain,
+      ...(row.snapshot ? { snapshot: row.snapshot } : {}),
+      ...(Object.keys(row.cache_keys).length ? { cacheKeys: row.cache_keys } : {}),
+    };
+    const expires = row.ttl_s ? new Date(Date.parse(row.created_at) + row.ttl_s * 1000).toISOString() : null;
     return {
       id: row.id,
       name: row.name,
@@ -252,7 +388,54 @@ export class EnvManager {
       labels: { ...(row.agent ? { agent: row.agent } : {}), ...(row.task ? { task: row.task } : {}) },
       createdAt: row.created_at,
       identity: { ...identity, hash: identityHash(identity), short: encodeIdentity(identity) },
+      origin: { snapshot: row.snapshot, pool: row.from_pool === 1 },
+      cacheKeys: row.cache_keys,
+      ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
     };
+  }
+
+  row(name: string): EnvRow {
+    return this.mustGet(name);
+  }
+
+  get db(): StateDb {
+    return this.o.db;
+  }
+
+  get store(): BlobStore {
+    return this.o.store;
+  }
+
+  get engine(): Engine {
+    return this.o.engine;
+  }
+
+  log(line: string): void {
+    this.o.log(line);
+  }
+
+  // ---- pause and resume ----------------------------------------------------------------
+
+  /** Freezes every process (the engine's freezer): memory is kept, nothing runs. */
+  async pause(name: string): Promise<EnvInfo> {
+    const row = this.mustGet(name);
+    if (row.state === 'paused') return this.info(row);
+    if (row.state !== 'running' || !row.container_id)
+      throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'only a running environment can be paused');
+    await this.o.engine.pauseContainer(row.container_id);
+    this.o.db.updateEnv(row.id, { state: 'paused' });
+    return this.info({ ...row, state: 'paused' });
+  }
+
+  async resume(name: string): Promise<EnvInfo> {
+    const row = this.mustGet(name);
+    if (row.state === 'running') return this.info(row);
+    if (row.state !== 'paused' || !row.container_id)
+      throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'only a paused environment can be resumed');
+    await this.o.engine.unpauseContainer(row.container_id);
+    this.o.db.updateEnv(row.id, { state: 'running' });
+    this.lastUsed.set(row.id, Date.now());
+    return this.info({ ...row, state: 'running' });
   }
 
   /** Where an environment runs, and why. */
@@ -264,8 +447,15 @@ export class EnvManager {
   // ---- the agent -----------------------------------------------------------------------
 
   /** The persistent connection to an environment's agent, opened on first use. */
-  async agentFor(name: string): Promise<{ row: EnvRow; conn: AgentConnection }> {
-    const row = this.mustGet(name);
+  async agentFor(name: string, opts: { resume?: boolean } = {}): Promise<{ row: EnvRow; conn: AgentConnection }> {
+    let row = this.mustGet(name);
+    if (row.state === 'paused') {
+      if (!opts.resume)
+        throw new BerthError('not_running', `environment ${name} is paused`, `resume it with \`berth resume ${name}\`, or pass --resume`);
+      await this.resume(name);
+      row = this.mustGet(name);
+    }
+    this.lastUsed.set(row.id, Date.now());
     if (row.state !== 'running') {
       throw new BerthError(
         'not_running',

@@ -10,7 +10,10 @@ import { EnvManager } from '../env/manager.js';
 import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer } from './server.js';
+import { BlobStore } from '../workspace/blob-store.js';
 import { PtySessions } from '../env/pty-sessions.js';
+import { PoolKeeper } from '../env/pools.js';
+import { Reaper } from '../env/reaper.js';
 import { StateDb } from '../state/state-db.js';
 import { VERSION } from '../core/version.js';
 
@@ -65,7 +68,9 @@ async function start(
   log(`berth: engine ${v.name} ${v.version} at ${engine.endpoint} (${how})`);
   const db = new StateDb(join(config.home, 'state.db'));
   cleanups.push(() => db.close());
-  const manager = new EnvManager({ config, engine, engineName: v.name, db, log });
+  const store = new BlobStore(join(config.home, 'store'));
+  store.sweepTmp();
+  const manager = new EnvManager({ config, engine, engineName: v.name, db, store, log });
   cleanups.push(() => manager.close());
   const r = await manager.reconcile();
   if (r.removedHalfMade || r.removedOrphans || r.vanished) {
@@ -95,18 +100,26 @@ async function start(
   };
   cleanups.push(closeServers);
   const ptys = new PtySessions(manager);
-  const unix = createApiServer({ manager, ptys, nodeInfo, log }, false);
+  const pools = new PoolKeeper(manager);
+  const reaper = new Reaper(manager);
+  cleanups.push(() => {
+    pools.stop();
+    reaper.stop();
+  });
+  const unix = createApiServer({ manager, ptys, pools, nodeInfo, log }, false);
   servers.push(unix);
   await listen(unix, () => unix.listen(socketPath));
   chmodSync(socketPath, 0o600);
   cleanups.push(() => rmSync(socketPath, { force: true }));
   log(`berth: node ${config.nodeId} listening on ${socketPath}`);
+  pools.start();
+  reaper.start();
 
   let tcp: RunningDaemon['tcp'];
   if (opts.listen) {
     const token = loadToken(config.home);
     const [host, portText] = splitHostPort(opts.listen);
-    const srv = createApiServer({ manager, ptys, nodeInfo, log, token }, true);
+    const srv = createApiServer({ manager, ptys, pools, nodeInfo, log, token }, true);
     servers.push(srv);
     await listen(srv, () => srv.listen(Number(portText), host));
     const addr = srv.address();

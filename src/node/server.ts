@@ -5,7 +5,18 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
-import { BatchRequest, CreateEnvRequest, ExecRequest, ServiceStartRequest, VerifyRequest, type NodeInfo } from '../core/api.js';
+import {
+  BatchRequest,
+  CreateEnvRequest,
+  ExecRequest,
+  PoolRequest,
+  ServiceStartRequest,
+  SnapRequest,
+  VerifyRequest,
+  type NodeInfo,
+} from '../core/api.js';
+import { deleteSnapshot, gc, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
+import type { PoolKeeper } from '../env/pools.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
 import { execBuffered, startExec } from '../env/exec-service.js';
@@ -21,6 +32,7 @@ const LOW_WATER = 1024 * 1024;
 export interface ServerOptions {
   manager: EnvManager;
   ptys: PtySessions;
+  pools: PoolKeeper;
   nodeInfo: () => Promise<NodeInfo>;
   /** Required on TCP listeners. */
   token?: string;
@@ -58,11 +70,66 @@ const ROUTES: Route[] = [
   {
     method: 'DELETE',
     pattern: new RegExp(`^/v1/envs/${NAME}$`),
+    handle: async ({ o, params, query }) => {
+      const r = await o.manager.remove(params[0]!, {
+        discard: query.get('discard') === '1',
+        snapshot: (n) => snap(o.manager, n, { reason: 'removed' }),
+      });
+      return ok({ removed: params[0], snapshot: r.snapshot });
+    },
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/pause$`),
+    handle: async ({ o, params }) => ok(await o.manager.pause(params[0]!)),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/resume$`),
+    handle: async ({ o, params }) => ok(await o.manager.resume(params[0]!)),
+  },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/envs/${NAME}/identity$`),
+    handle: async ({ o, params }) => ok(o.manager.get(params[0]!).identity),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/snapshots$`),
+    handle: async ({ o, req, params }) => ({
+      status: 201,
+      body: await snap(o.manager, params[0]!, parse(SnapRequest, await readJson(req))),
+    }),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/restore$`),
+    handle: async ({ o, req, params }) =>
+      ok(
+        await restore(
+          o.manager,
+          params[0]!,
+          parse(z.object({ snapshot: z.string().min(1).max(80) }).strict(), await readJson(req)).snapshot,
+        ),
+      ),
+  },
+  { method: 'GET', pattern: /^\/v1\/snapshots$/, handle: async ({ o }) => ok({ snapshots: listSnapshots(o.manager) }) },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/snapshots/${NAME}$`),
+    handle: async ({ o, params }) => ok(snapshotInfo(getSnapshot(o.manager, params[0]!))),
+  },
+  {
+    method: 'DELETE',
+    pattern: new RegExp(`^/v1/snapshots/${NAME}$`),
     handle: async ({ o, params }) => {
-      await o.manager.remove(params[0]!);
+      deleteSnapshot(o.manager, params[0]!);
       return ok({ removed: params[0] });
     },
   },
+  { method: 'POST', pattern: /^\/v1\/gc$/, handle: async ({ o }) => ok(gc(o.manager)) },
+  { method: 'GET', pattern: /^\/v1\/pools$/, handle: async ({ o }) => ok({ pools: o.pools.list() }) },
+  { method: 'PUT', pattern: /^\/v1\/pools$/, handle: async ({ o, req }) => ok(await o.pools.set(parse(PoolRequest, await readJson(req)))) },
   {
     method: 'GET',
     pattern: new RegExp(`^/v1/envs/${NAME}/describe$`),

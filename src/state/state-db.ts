@@ -19,9 +19,41 @@ export interface EnvRow {
   dir: string;
   trust: boolean;
   created_at: string;
+  snapshot: string | null;
+  cache_keys: Record<string, string>;
+  pool_id: string | null;
+  ttl_s: number | null;
+  idle_ttl_s: number | null;
+  last_used_at: string | null;
+  /** Read only: set when a pool member is claimed. */
+  from_pool?: number;
 }
 
-type RawRow = Omit<EnvRow, 'limits' | 'trust'> & { limits: string; trust: number };
+export interface SnapshotRow {
+  id: string;
+  env: string | null;
+  base: string;
+  repo: string;
+  toolchain: string;
+  cache_keys: Record<string, string>;
+  files: number;
+  bytes: number;
+  reason: string;
+  created_at: string;
+}
+
+export interface PoolRow {
+  id: string;
+  toolchain: string;
+  repo: string;
+  ref: string;
+  commit_sha: string;
+  cache_key: string;
+  size: number;
+  created_at: string;
+}
+
+type RawRow = Omit<EnvRow, 'limits' | 'trust' | 'cache_keys'> & { limits: string; trust: number; cache_keys: string };
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE envs (
@@ -43,6 +75,37 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL
    );
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  `ALTER TABLE envs ADD COLUMN snapshot TEXT;
+   ALTER TABLE envs ADD COLUMN cache_keys TEXT NOT NULL DEFAULT '{}';
+   ALTER TABLE envs ADD COLUMN pool_id TEXT;
+   ALTER TABLE envs ADD COLUMN ttl_s INTEGER;
+   ALTER TABLE envs ADD COLUMN idle_ttl_s INTEGER;
+   ALTER TABLE envs ADD COLUMN last_used_at TEXT;
+   ALTER TABLE envs ADD COLUMN from_pool INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX envs_pool ON envs (pool_id, state);
+   CREATE TABLE snapshots (
+     id TEXT PRIMARY KEY,
+     env TEXT,
+     base TEXT NOT NULL,
+     repo TEXT NOT NULL,
+     toolchain TEXT NOT NULL,
+     cache_keys TEXT NOT NULL,
+     files INTEGER NOT NULL,
+     bytes INTEGER NOT NULL,
+     reason TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE pools (
+     id TEXT PRIMARY KEY,
+     toolchain TEXT NOT NULL,
+     repo TEXT NOT NULL,
+     ref TEXT NOT NULL,
+     commit_sha TEXT NOT NULL,
+     cache_key TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     UNIQUE (toolchain, repo, commit_sha, cache_key)
+   );`,
 ];
 
 export class StateDb {
@@ -76,10 +139,10 @@ export class StateDb {
     try {
       this.db
         .prepare(
-          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, trust, created_at)
-           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @trust, @created_at)`,
+          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, trust, created_at, snapshot, cache_keys, pool_id, ttl_s, idle_ttl_s, last_used_at)
+           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @trust, @created_at, @snapshot, @cache_keys, @pool_id, @ttl_s, @idle_ttl_s, @last_used_at)`,
         )
-        .run({ ...row, limits: JSON.stringify(row.limits), trust: row.trust ? 1 : 0 });
+        .run({ ...row, limits: JSON.stringify(row.limits), trust: row.trust ? 1 : 0, cache_keys: JSON.stringify(row.cache_keys) });
       return true;
     } catch (err) {
       if (
@@ -91,7 +154,7 @@ export class StateDb {
     }
   }
 
-  updateEnv(id: string, fields: Partial<Pick<EnvRow, 'state' | 'container_id'>>): void {
+  updateEnv(id: string, fields: Partial<Pick<EnvRow, 'state' | 'container_id' | 'last_used_at' | 'snapshot'>>): void {
     const sets = Object.keys(fields).map((k) => `${k} = @${k}`);
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE envs SET ${sets.join(', ')} WHERE id = @id`).run({ ...fields, id });
@@ -115,11 +178,105 @@ export class StateDb {
     return (this.db.prepare('SELECT * FROM envs ORDER BY created_at, name').all() as RawRow[]).map(decode);
   }
 
+  /**
+   * Hands a warm pooled environment to a new owner in one transaction: two claims can never
+   * get the same one.
+   */
+  claimPooled(
+    poolId: string,
+    fields: { name: string; agent: string | null; task: string | null; ttl_s: number | null; idle_ttl_s: number | null },
+  ): EnvRow | undefined {
+    return this.db.transaction(() => {
+      const r = this.db.prepare("SELECT id FROM envs WHERE pool_id = ? AND state = 'pooled' ORDER BY created_at LIMIT 1").get(poolId) as
+        { id: string } | undefined;
+      if (!r) return undefined;
+      const res = this.db
+        .prepare(
+          "UPDATE envs SET name = @name, agent = @agent, task = @task, ttl_s = @ttl_s, idle_ttl_s = @idle_ttl_s, state = 'running', pool_id = NULL, from_pool = 1, created_at = @now WHERE id = @id AND state = 'pooled'",
+        )
+        .run({ ...fields, id: r.id, now: new Date().toISOString() });
+      return res.changes === 1 ? this.envById(r.id) : undefined;
+    })();
+  }
+
+  countPooled(poolId: string): number {
+    return (
+      this.db.prepare("SELECT count(*) AS n FROM envs WHERE pool_id = ? AND state IN ('pooled', 'creating')").get(poolId) as { n: number }
+    ).n;
+  }
+
+  // ---- snapshots ----------------------------------------------------------------------
+
+  insertSnapshot(s: SnapshotRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO snapshots (id, env, base, repo, toolchain, cache_keys, files, bytes, reason, created_at)
+         VALUES (@id, @env, @base, @repo, @toolchain, @cache_keys, @files, @bytes, @reason, @created_at)
+         ON CONFLICT(id) DO UPDATE SET created_at = excluded.created_at, env = excluded.env, reason = excluded.reason`,
+      )
+      .run({ ...s, cache_keys: JSON.stringify(s.cache_keys) });
+  }
+
+  snapshot(id: string): SnapshotRow | undefined {
+    const r = this.db.prepare('SELECT * FROM snapshots WHERE id = ?').get(id) as
+      (Omit<SnapshotRow, 'cache_keys'> & { cache_keys: string }) | undefined;
+    return r && { ...r, cache_keys: JSON.parse(r.cache_keys) as Record<string, string> };
+  }
+
+  snapshots(): SnapshotRow[] {
+    return (
+      this.db.prepare('SELECT * FROM snapshots ORDER BY created_at DESC').all() as Array<
+        Omit<SnapshotRow, 'cache_keys'> & { cache_keys: string }
+      >
+    ).map((r) => ({
+      ...r,
+      cache_keys: JSON.parse(r.cache_keys) as Record<string, string>,
+    }));
+  }
+
+  deleteSnapshot(id: string): void {
+    this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id);
+  }
+
+  // ---- pools --------------------------------------------------------------------------
+
+  upsertPool(p: PoolRow): PoolRow {
+    this.db
+      .prepare(
+        `INSERT INTO pools (id, toolchain, repo, ref, commit_sha, cache_key, size, created_at)
+         VALUES (@id, @toolchain, @repo, @ref, @commit_sha, @cache_key, @size, @created_at)
+         ON CONFLICT(toolchain, repo, commit_sha, cache_key) DO UPDATE SET size = excluded.size, ref = excluded.ref`,
+      )
+      .run(p);
+    return this.db
+      .prepare('SELECT * FROM pools WHERE toolchain = ? AND repo = ? AND commit_sha = ? AND cache_key = ?')
+      .get(p.toolchain, p.repo, p.commit_sha, p.cache_key) as PoolRow;
+  }
+
+  pools(): PoolRow[] {
+    return this.db.prepare('SELECT * FROM pools ORDER BY created_at').all() as PoolRow[];
+  }
+
+  findPool(toolchain: string, repo: string, commit: string, cacheKey: string): PoolRow | undefined {
+    return this.db
+      .prepare('SELECT * FROM pools WHERE toolchain = ? AND repo = ? AND commit_sha = ? AND cache_key = ? AND size > 0')
+      .get(toolchain, repo, commit, cacheKey) as PoolRow | undefined;
+  }
+
+  deletePool(id: string): void {
+    this.db.prepare('DELETE FROM pools WHERE id = ?').run(id);
+  }
+
   close(): void {
     this.db.close();
   }
 }
 
 function decode(r: RawRow): EnvRow {
-  return { ...r, limits: JSON.parse(r.limits) as Limits, trust: r.trust === 1 };
+  return {
+    ...r,
+    limits: JSON.parse(r.limits) as Limits,
+    trust: r.trust === 1,
+    cache_keys: JSON.parse(r.cache_keys) as Record<string, string>,
+  };
 }

@@ -1,5 +1,6 @@
 // new, ls, rm, describe, exec.
 import type { CreateEnvRequest } from '../../core/api.js';
+import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { isRemoteRepo } from '../../workspace/git.js';
@@ -9,16 +10,21 @@ import { envTable, printJson } from '../output.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
-    boolean: ['json', 'no-trust'],
-    value: ['repo', 'ref', 'toolchain', 'agent', 'task', 'network', 'memory', 'cpus', 'pids'],
+    boolean: ['json', 'no-trust', 'no-pool'],
+    value: ['repo', 'ref', 'toolchain', 'agent', 'task', 'network', 'memory', 'cpus', 'pids', 'identity', 'snapshot', 'ttl', 'idle-ttl'],
   });
   const name = p.positionals[0];
   if (!name || p.positionals.length > 1)
     throw new BerthError('usage', 'usage: berth new NAME --repo PATH|URL [--ref REF] [--agent A] [--task T]');
   const given = flag(p, 'repo');
-  if (!given) throw new BerthError('usage', 'berth new needs --repo PATH|URL');
+  let identity = flag(p, 'identity');
+  if (!given && !identity && !flag(p, 'snapshot'))
+    throw new BerthError('usage', 'berth new needs --repo PATH|URL, --identity ID or --snapshot ID');
+  // An identity can be given as a file holding it.
+  if (identity && !identity.trim().startsWith('berth1.') && !identity.trim().startsWith('{') && existsSync(identity))
+    identity = readFileSync(identity, 'utf8');
   // A path means the caller's directory, not the daemon's.
-  const repo = isRemoteRepo(given) ? given : resolve(given);
+  const repo = given === undefined ? undefined : isRemoteRepo(given) ? given : resolve(given);
   const network = flag(p, 'network');
   if (network !== undefined && network !== 'egress' && network !== 'none') {
     throw new BerthError('usage', `--network must be egress or none, not ${JSON.stringify(network)}`);
@@ -41,6 +47,11 @@ export async function cmdNew(argv: string[]): Promise<number> {
     network,
     limits,
     ...(bool(p, 'no-trust') ? { inheritTrust: false } : {}),
+    ...(bool(p, 'no-pool') ? { noPool: true } : {}),
+    identity,
+    snapshot: flag(p, 'snapshot'),
+    ttlSeconds: durationFlag(p, 'ttl'),
+    idleTtlSeconds: durationFlag(p, 'idle-ttl'),
   });
   client.close();
   if (bool(p, 'json')) printJson(env);
@@ -59,18 +70,32 @@ export async function cmdLs(argv: string[]): Promise<number> {
 }
 
 export async function cmdRm(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['json'], value: [] });
-  if (p.positionals.length === 0) throw new BerthError('usage', 'usage: berth rm NAME [NAME...]');
+  const p = parseArgs(argv, { boolean: ['json', 'discard'], value: [] });
+  if (p.positionals.length === 0) throw new BerthError('usage', 'usage: berth rm NAME [NAME...] [--discard]');
   const client = await connectLocal({ autostart: true });
-  const removed: string[] = [];
-  for (const name of p.positionals) {
-    await client.removeEnv(name);
-    removed.push(name);
+  const removed: Array<{ removed: string; snapshot: string | null }> = [];
+  try {
+    for (const name of p.positionals) removed.push(await client.removeEnv(name, { discard: bool(p, 'discard') }));
+  } finally {
+    client.close();
   }
-  client.close();
-  if (bool(p, 'json')) printJson({ removed });
-  else process.stdout.write(removed.map((n) => `removed ${n}`).join('\n') + '\n');
+  if (bool(p, 'json'))
+    printJson({ removed: removed.map((r) => r.removed), snapshots: Object.fromEntries(removed.map((r) => [r.removed, r.snapshot])) });
+  else
+    process.stdout.write(
+      removed.map((r) => `removed ${r.removed}${r.snapshot ? ` (work kept in snapshot ${r.snapshot.slice(0, 19)})` : ''}`).join('\n') +
+        '\n',
+    );
   return 0;
+}
+
+/** 90, 90s, 15m, 2h, 1d -> seconds. */
+function durationFlag(p: Parameters<typeof flag>[0], key: string): number | undefined {
+  const v = flag(p, key);
+  if (v === undefined) return undefined;
+  const m = /^(\d+)(s|m|h|d)?$/.exec(v);
+  if (!m || Number(m[1]) <= 0) throw new BerthError('usage', `--${key} takes a duration like 90s, 15m, 2h or 1d, not ${JSON.stringify(v)}`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
 }
 
 export async function cmdDescribe(argv: string[]): Promise<number> {
@@ -102,7 +127,7 @@ export async function cmdDescribe(argv: string[]): Promise<number> {
 }
 
 export async function cmdExec(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['json'], value: ['timeout', 'cwd', 'env'] });
+  const p = parseArgs(argv, { boolean: ['json', 'resume'], value: ['timeout', 'cwd', 'env'] });
   const name = p.positionals[0];
   const argvCmd = p.rest.length ? p.rest : p.positionals.slice(1);
   if (!name || argvCmd.length === 0)
@@ -119,6 +144,7 @@ export async function cmdExec(argv: string[]): Promise<number> {
     cwd: flag(p, 'cwd'),
     env: Object.keys(env).length ? env : undefined,
     timeoutMs: timeout ? Math.round(timeout * 1000) : undefined,
+    ...(bool(p, 'resume') ? { resume: true } : {}),
   };
   const client = await connectLocal({ autostart: true });
   const json = bool(p, 'json');

@@ -1,0 +1,180 @@
+// snap, restore, list and garbage collection, over the content-addressed store.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { SnapshotInfo } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
+import { failpoint } from '../core/failpoint.js';
+import type { SnapshotRow } from '../state/state-db.js';
+import { captureSnapshot, loadManifest, safeRelative, verifyBlobs } from '../workspace/snapshot.js';
+import { resolveRepo } from '../workspace/git.js';
+import { ask } from './env-ops.js';
+import type { EnvManager } from './manager.js';
+
+export function snapshotInfo(r: SnapshotRow, extra: Partial<SnapshotInfo> = {}): SnapshotInfo {
+  return {
+    id: r.id,
+    env: r.env,
+    base: r.base,
+    repo: r.repo,
+    toolchain: r.toolchain,
+    cacheKeys: r.cache_keys,
+    files: r.files,
+    bytes: r.bytes,
+    reason: r.reason,
+    createdAt: r.created_at,
+    ...extra,
+  };
+}
+
+/**
+ * The workspace's difference from its commit, plus named artifacts. It reads the workspace
+ * from the node's side, so it works even when the environment's container has vanished.
+ */
+let inFlight = 0;
+
+export async function snap(manager: EnvManager, name: string, opts: { artifacts?: string[]; reason?: string } = {}): Promise<SnapshotInfo> {
+  inFlight++;
+  try {
+    return await snapOnce(manager, name, opts);
+  } finally {
+    inFlight--;
+  }
+}
+
+async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: string[]; reason?: string }): Promise<SnapshotInfo> {
+  const t0 = performance.now();
+  const row = manager.row(name);
+  const ws = join(row.dir, 'workspace');
+  if (!existsSync(join(ws, '.git'))) throw new BerthError('not_found', `environment ${name} has no workspace left to snapshot`);
+  for (const a of opts.artifacts ?? []) safeRelative(a);
+  const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
+  const captured = await captureSnapshot(manager.store, {
+    workspace: ws,
+    mirror: resolved.mirror,
+    base: row.commit_sha,
+    artifacts: opts.artifacts,
+  });
+  // The row goes in last: a crash before this leaves only unreferenced blobs, never a
+  // snapshot that points at something missing.
+  await failpoint('snap:before-record');
+  const rec: SnapshotRow = {
+    id: captured.id,
+    env: row.name,
+    base: row.commit_sha,
+    repo: row.repo,
+    toolchain: row.toolchain,
+    cache_keys: row.cache_keys,
+    files: captured.files,
+    bytes: captured.bytes,
+    reason: opts.reason ?? 'snap',
+    created_at: new Date().toISOString(),
+  };
+  manager.db.insertSnapshot(rec);
+  return snapshotInfo(rec, { newBlobs: captured.newBlobs, ms: Math.round((performance.now() - t0) * 10) / 10 });
+}
+
+export function listSnapshots(manager: EnvManager): SnapshotInfo[] {
+  return manager.db.snapshots().map((r) => snapshotInfo(r));
+}
+
+export function getSnapshot(manager: EnvManager, id: string): SnapshotRow {
+  const full = resolveSnapshotId(manager, id);
+  const r = manager.db.snapshot(full);
+  if (!r) throw new BerthError('not_found', `no snapshot ${id}`, 'see `berth snapshots`');
+  return r;
+}
+
+/** Accepts a unique prefix (`sha256:ab12…` or `ab12…`), as git does. */
+export function resolveSnapshotId(manager: EnvManager, id: string): string {
+  const want = id.startsWith('sha256:') ? id : `sha256:${id}`;
+  if (/^sha256:[0-9a-f]{64}$/.test(want)) return want;
+  if (!/^sha256:[0-9a-f]{4,63}$/.test(want))
+    throw new BerthError('invalid_request', `invalid snapshot id ${id}`, 'snapshot ids look like sha256:<hex>');
+  const matches = manager.db.snapshots().filter((s) => s.id.startsWith(want));
+  if (matches.length === 1) return matches[0]!.id;
+  if (matches.length === 0) throw new BerthError('not_found', `no snapshot ${id}`, 'see `berth snapshots`');
+  throw new BerthError('invalid_request', `snapshot prefix ${id} is ambiguous`, 'give more digits');
+}
+
+/**
+ * Puts an existing environment's workspace back to a snapshot. The work happens inside the
+ * environment (through its agent), so nothing the environment wrote can redirect it.
+ */
+export async function restore(manager: EnvManager, name: string, id: string): Promise<{ restored: string; files: number }> {
+  const full = resolveSnapshotId(manager, id);
+  const row = manager.row(name);
+  const manifest = loadManifest(manager.store, full);
+  if (manifest.base !== row.commit_sha) {
+    throw new BerthError(
+      'invalid_request',
+      `snapshot ${full.slice(0, 19)} was taken on commit ${manifest.base.slice(0, 12)}, not ${row.commit_sha.slice(0, 12)}`,
+      'fork it into a new environment instead',
+    );
+  }
+  const blobs = verifyBlobs(manager.store, manifest);
+  const reset = await ask(manager, name, { op: 'exec', argv: ['sh', '-c', `git reset -q --hard ${row.commit_sha} && git clean -q -fd`] });
+  if (reset.exec?.exitCode !== 0) throw new BerthError('internal', `could not reset ${name}'s workspace`);
+  const deletions: string[] = [];
+  const links: Array<[string, string]> = [];
+  for (const e of manifest.entries) {
+    const rel = safeRelative(e.path);
+    if (e.kind === 'deleted') deletions.push(rel);
+    else if (e.kind === 'symlink') links.push([rel, blobs.get(e.blob!)!.toString('utf8')]);
+    else {
+      const { conn } = await manager.agentFor(name);
+      const r = await conn.request({ op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644 }, blobs.get(e.blob!));
+      if (!r.ok) throw new BerthError('internal', `could not write ${rel}: ${r.error?.message ?? ''}`);
+    }
+  }
+  if (deletions.length || links.length) {
+    const script = [
+      ...deletions.map((_, i) => `rm -f -- "$${i + 1}"`),
+      ...links.map(
+        (_, i) =>
+          `mkdir -p -- "$(dirname -- "$${deletions.length + 2 * i + 1}")" && ln -sfn -- "$${deletions.length + 2 * i + 2}" "$${deletions.length + 2 * i + 1}"`,
+      ),
+    ].join(' && ');
+    const args = [...deletions, ...links.flatMap(([p, t]) => [p, t])];
+    const r = await ask(manager, name, { op: 'exec', argv: ['sh', '-c', script, 'restore', ...args] });
+    if (r.exec?.exitCode !== 0) throw new BerthError('internal', `could not finish restoring ${name}`);
+  }
+  manager.db.updateEnv(row.id, { snapshot: full });
+  return { restored: full, files: manifest.entries.length };
+}
+
+/** Removes blobs no recorded snapshot needs; a snapshot an environment came from is kept. */
+export function gc(manager: EnvManager): { kept: number; removed: number; freedBytes: number; tmpRemoved: number } {
+  if (inFlight > 0) throw new BerthError('already_exists', 'a snapshot is being taken', 'run gc again in a moment');
+  const needed = new Set<string>();
+  for (const s of manager.db.snapshots()) {
+    const hash = s.id.slice('sha256:'.length);
+    needed.add(hash);
+    try {
+      for (const e of loadManifest(manager.store, s.id).entries) if (e.blob) needed.add(e.blob);
+    } catch {
+      /* a corrupt manifest keeps nothing extra; its row stays for the user to see */
+    }
+  }
+  let removed = 0;
+  let freedBytes = 0;
+  for (const b of [...manager.store.list()]) {
+    if (needed.has(b.hash)) continue;
+    manager.store.remove(b.hash);
+    removed++;
+    freedBytes += b.size;
+  }
+  return { kept: needed.size, removed, freedBytes, tmpRemoved: manager.store.sweepTmp(10 * 60 * 1000) };
+}
+
+export function deleteSnapshot(manager: EnvManager, id: string): void {
+  const full = resolveSnapshotId(manager, id);
+  const users = manager.db.listEnvs().filter((e) => e.snapshot === full);
+  if (users.length)
+    throw new BerthError(
+      'already_exists',
+      `snapshot ${full.slice(0, 19)} is in use by ${users.map((u) => u.name).join(', ')}`,
+      'remove those environments first',
+    );
+  manager.db.deleteSnapshot(full);
+}
