@@ -28,7 +28,8 @@ import { ServiceError, ServiceManager } from './services.js';
 
 const socketPath = argValue('--socket') ?? '/.berth/run/agent.sock';
 const startedAt = Date.now();
-const MAX_FILE = 64 * 1024 * 1024;
+/** Read whole into one frame (base64 grows it by a third), so well under MAX_FRAME. */
+const MAX_FILE = 32 * 1024 * 1024;
 const services = new ServiceManager();
 
 function argValue(flag: string): string | undefined {

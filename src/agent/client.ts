@@ -46,6 +46,7 @@ export class AgentConnection {
         frames = decoder.push(chunk);
       } catch (err) {
         this.fail(new AgentGoneError(`bad data from agent: ${String(err)}`));
+        sock.destroy();
         return;
       }
       for (const f of frames) {

@@ -140,7 +140,7 @@ export async function describe(services: ServiceStatus[]): Promise<Record<string
       arch: arch(),
       hostname: hostname(),
     },
-    toolchain: tools,
+    tools: tools,
     path: (process.env.PATH ?? '').split(':').filter(Boolean),
     workdir: WORKDIR,
     env: redactedEnv(),

@@ -134,6 +134,7 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
 }
 
 const STEP_OUTPUT_LIMIT = 1 << 20;
+const BATCH_OUTPUT_LIMIT = 16 << 20;
 
 /** Many commands, one request: each step's output is captured (1 MiB per stream at most). */
 export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
@@ -142,6 +143,7 @@ export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
   }
   for (const s of op.steps) if (!validArgv(s?.argv)) return ctx.fail('invalid_request', 'every step needs a non-empty argv');
   const results: BatchStepResult[] = [];
+  let totalOut = 0;
   let abandoned = false;
   let current: ChildProcess | undefined;
   ctx.onAbandon(() => {
@@ -165,6 +167,7 @@ export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
     child?.stdout?.on('data', keep(out, { n: 0 }));
     child?.stderr?.on('data', keep(err, { n: 0 }));
     const r = await done;
+    totalOut += out.reduce((n, b) => n + b.length, 0) + err.reduce((n, b) => n + b.length, 0);
     const base = { stdout: Buffer.concat(out).toString('base64'), stderr: Buffer.concat(err).toString('base64'), truncated };
     if ('error' in r) {
       results.push({
@@ -179,6 +182,20 @@ export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
     } else results.push({ ...r, ...base });
     const last = results[results.length - 1]!;
     if (op.stopOnError !== false && last.exitCode !== 0) break;
+    if (totalOut > BATCH_OUTPUT_LIMIT) {
+      results.push({
+        exitCode: 1,
+        signal: null,
+        timedOut: false,
+        spawnMs: 0,
+        runMs: 0,
+        stdout: '',
+        stderr: '',
+        truncated: true,
+        error: { code: 'too_large', message: 'the batch produced over 16 MiB of output; stopped here' },
+      });
+      break;
+    }
   }
   ctx.respond({ ok: true, batch: results });
 }

@@ -15,7 +15,7 @@ export const Kind = {
 } as const;
 export type KindValue = (typeof Kind)[keyof typeof Kind];
 
-export const MAX_FRAME = 16 * 1024 * 1024;
+export const MAX_FRAME = 64 * 1024 * 1024;
 
 export function encodeFrame(kind: number, id: number, payload?: Uint8Array | string): Buffer {
   const body = payload === undefined ? Buffer.alloc(0) : typeof payload === 'string' ? Buffer.from(payload) : payload;

@@ -55,7 +55,10 @@ export function runPty(ctx: OpContext, op: PtyOp): void {
   }
   ctx.hooks.onControl = (msg) => {
     if (msg.resize) ctl.write(`resize ${clamp(msg.resize[0], 80)} ${clamp(msg.resize[1], 24)}\n`);
-    if (msg.signal) killGroup(child.pid, msg.signal);
+    if (msg.signal) {
+      const n = signalNumber(msg.signal);
+      if (n > 0) ctl.write(`signal ${n}\n`);
+    }
   };
   child.once('close', (code, signal) => {
     ctx.respond({

@@ -109,7 +109,8 @@ class Service {
       if (gen !== this.generation) return;
       this.exitCode = code ?? null;
       this.log(Buffer.from(`--- berth: exited ${signal ? `on ${signal}` : `with code ${code}`} ---\n`));
-      if (this.state === 'stopped') return;
+      // Stopped by the user, or killed because it never became ready: that verdict stands.
+      if (this.state === 'stopped' || this.state === 'failed') return;
       const wasStarting = this.state === 'starting' || this.state === 'restarting';
       if (wasStarting) this.fail(`exited ${signal ? `on ${signal}` : `with code ${code}`} before it was ready`);
       else {

@@ -41,7 +41,8 @@ export async function startExec(
   const tAsk = performance.now();
   const hasStdin = req.interactiveStdin === true || req.stdin !== undefined;
   const stream = conn.open(
-    { op: 'exec', argv: req.argv, cwd: req.cwd, env: req.env, timeoutMs: req.timeoutMs, stdin: hasStdin },
+    // The name is the environment's own, even for one claimed from a pool under another name.
+    { op: 'exec', argv: req.argv, cwd: req.cwd, env: { ...req.env, BERTH_ENV: row.name }, timeoutMs: req.timeoutMs, stdin: hasStdin },
     { onStdout: (c) => sink.stdout(c), onStderr: (c) => sink.stderr(c) },
   );
   if (req.stdin !== undefined) {
@@ -60,6 +61,7 @@ export async function startExec(
         transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
       };
       manager.stats.record(row.id, timing);
+      manager.lastUsed.set(row.id, Date.now());
       return { exitCode: e.timedOut ? 124 : e.exitCode, signal: e.signal, timedOut: e.timedOut, timing };
     },
     (err: unknown) => {

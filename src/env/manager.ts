@@ -1,7 +1,7 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api.js';
@@ -16,6 +16,7 @@ import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
 import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../workspace/cache-keys.js';
 import type { BlobStore } from '../workspace/blob-store.js';
+import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import { ExecStats } from './exec-stats.js';
 import { isolateSubnets } from './firewall.js';
@@ -83,6 +84,13 @@ export class EnvManager {
       snapshotId = id.snapshot;
     }
     let snapshot: { id: string; manifest: SnapshotManifest; blobs: Map<string, Buffer> } | undefined;
+    if (snapshotId && !/^sha256:[0-9a-f]{64}$/.test(snapshotId)) {
+      const want = snapshotId.startsWith('sha256:') ? snapshotId : `sha256:${snapshotId}`;
+      const matches = this.o.db.snapshots().filter((s) => s.id.startsWith(want));
+      if (matches.length === 1) snapshotId = matches[0]!.id;
+      else if (matches.length > 1)
+        throw new BerthError('invalid_request', `snapshot prefix ${snapshotId} is ambiguous`, 'give more digits');
+    }
     if (snapshotId) {
       const known = this.o.db.snapshot(snapshotId);
       const manifest = loadManifest(this.o.store, snapshotId);
@@ -111,14 +119,15 @@ export class EnvManager {
     const cacheKeys = await cacheKeysAt(resolved.mirror, resolved.commit);
 
     // A warm environment from a pool, when one matches and nothing is customized.
-    const plain = !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !req.limits && req.inheritTrust !== false;
+    const customLimits = Object.keys(req.limits ?? {}).length > 0;
+    const plain = !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !customLimits && req.inheritTrust !== false;
     if (plain) {
       const claimed = await this.claim(image.id, resolved.repo, resolved.commit, cacheKeys, { name, agent, task, req });
       if (claimed) return claimed;
     }
 
     const id = randomBytes(6).toString('hex');
-    const dir = join(this.o.config.home, 'envs', id);
+    const dir = join(this.o.config.workRoot, 'envs', id);
     const now = new Date().toISOString();
     const row: EnvRow = {
       id,
@@ -159,8 +168,18 @@ export class EnvManager {
     try {
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
-      await checkoutWorkspace(resolved, join(dir, 'workspace'), `berth/${name}`, sig);
-      if (snapshot) applyToFreshWorkspace(join(dir, 'workspace'), snapshot.manifest, snapshot.blobs);
+      const ws = join(dir, 'workspace');
+      const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
+      let fromTree = false;
+      if (tree && existsSync(tree)) {
+        // Copy-on-write: the whole workspace as it was, ignored files too, in constant time.
+        await snapshotSubvolume(tree, ws, false);
+        fromTree = true;
+      } else {
+        if (this.o.config.cow) await createSubvolume(ws);
+        await checkoutWorkspace(resolved, ws, `berth/${name}`, sig);
+        if (snapshot) applyToFreshWorkspace(ws, snapshot.manifest, snapshot.blobs);
+      }
       if (network === 'egress') await this.ensureNetwork(sig);
       const volumes = await this.ensureCaches(cacheKeys, sig);
       const spec = this.containerSpec(row, resolved.mirror, volumes);
@@ -168,7 +187,12 @@ export class EnvManager {
       this.o.db.updateEnv(id, { container_id: containerId });
       await failpoint('create:after-container');
       await this.o.engine.startContainer(containerId, sig);
-      await this.connectAgent(row, containerId, sig);
+      const conn = await this.connectAgent(row, containerId, sig);
+      if (fromTree) {
+        // The tree carries its source's branch name; this environment gets its own.
+        const r = await conn.request({ op: 'exec', argv: ['git', 'branch', '-M', `berth/${name}`] });
+        if (!r.ok || r.exec?.exitCode !== 0) throw new BerthError('internal', `could not name ${name}'s branch`);
+      }
       await failpoint('create:after-agent');
       const state = internal.poolId ? 'pooled' : 'running';
       this.o.db.updateEnv(id, { state });
@@ -339,6 +363,8 @@ export class EnvManager {
       ? [row.container_id]
       : (await this.o.engine.listContainers({ [LABEL.env]: row.id, [LABEL.node]: this.o.config.nodeId })).map((c) => c.id);
     for (const cid of containers) await this.o.engine.removeContainer(cid);
+    const ws = join(row.dir, 'workspace');
+    if (this.o.config.cow && (await isSubvolume(ws))) await deleteSubvolume(ws);
     rmSync(row.dir, { recursive: true, force: true });
     this.o.db.deleteEnv(row.id);
     this.stats.forget(row.id);
@@ -436,6 +462,11 @@ export class EnvManager {
     this.o.db.updateEnv(row.id, { state: 'running' });
     this.lastUsed.set(row.id, Date.now());
     return this.info({ ...row, state: 'running' });
+  }
+
+  /** A snapshot's copy-on-write tree, when the node keeps them. */
+  treePath(snapshotId: string): string {
+    return join(this.o.config.workRoot, 'trees', snapshotId.replace(/^sha256:/, ''));
   }
 
   /** Where an environment runs, and why. */
@@ -560,6 +591,8 @@ export class EnvManager {
         } catch (err) {
           this.o.log(`berth: could not clean up half-made environment ${row.name}: ${(err as Error).message}`);
         }
+      } else if (!c && row.pool_id) {
+        await this.destroy(row).catch(() => {});
       } else if (!c) {
         if (row.state !== 'vanished') {
           this.o.db.updateEnv(row.id, { state: 'vanished' });

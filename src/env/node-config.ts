@@ -9,6 +9,10 @@ import { cacheDir } from '../toolchain/base-image.js';
 
 export interface NodeConfig {
   home: string;
+  /** Where workspaces live: the home, or a copy-on-write file system inside it. */
+  workRoot: string;
+  /** Workspaces are btrfs subvolumes: snapshots and forks cost the same at any size. */
+  cow: boolean;
   cacheRoot: string;
   nodeId: string;
   /** dist/agent: agent.js and its protocol, mounted read-only into every environment. */
@@ -37,6 +41,8 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
   const here = dirname(fileURLToPath(import.meta.url));
   return {
     home,
+    workRoot: home,
+    cow: false,
     cacheRoot: cacheDir(env),
     nodeId,
     agentDir: resolve(here, '..', 'agent'),

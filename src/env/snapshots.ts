@@ -1,6 +1,7 @@
 // snap, restore, list and garbage collection, over the content-addressed store.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { performance } from 'node:perf_hooks';
 import type { SnapshotInfo } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
@@ -57,6 +58,14 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
   });
   // The row goes in last: a crash before this leaves only unreferenced blobs, never a
   // snapshot that points at something missing.
+  if (manager.config.cow && (await isSubvolume(ws))) {
+    // The whole tree, ignored files too, kept copy-on-write for forks: constant time.
+    const tree = manager.treePath(captured.id);
+    if (!existsSync(tree)) {
+      mkdirSync(dirname(tree), { recursive: true });
+      await snapshotSubvolume(ws, tree, true);
+    }
+  }
   await failpoint('snap:before-record');
   const rec: SnapshotRow = {
     id: captured.id,
@@ -165,6 +174,20 @@ export function gc(manager: EnvManager): { kept: number; removed: number; freedB
     freedBytes += b.size;
   }
   return { kept: needed.size, removed, freedBytes, tmpRemoved: manager.store.sweepTmp(10 * 60 * 1000) };
+}
+
+/** Copy-on-write trees whose snapshot is no longer recorded. */
+export async function gcTrees(manager: EnvManager): Promise<number> {
+  const dir = join(manager.config.workRoot, 'trees');
+  if (!manager.config.cow || !existsSync(dir)) return 0;
+  const known = new Set(manager.db.snapshots().map((s) => s.id.replace(/^sha256:/, '')));
+  let n = 0;
+  for (const name of readdirSync(dir)) {
+    if (known.has(name)) continue;
+    await deleteSubvolume(join(dir, name)).catch(() => {});
+    n++;
+  }
+  return n;
 }
 
 export function deleteSnapshot(manager: EnvManager, id: string): void {

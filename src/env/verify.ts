@@ -88,7 +88,7 @@ async function screenshot(
   const chromium = chromiumPath();
   if (!chromium) return { ...none, detail: 'Chromium is not installed on this node (apt-get install chromium)' };
   const probe = (await ask(manager, name, { op: 'probe.http', port, path })).probe!;
-  if (!probe.status) return { ...none, detail: probe.detail };
+  if (!probe.status || probe.status >= 400) return { ...none, detail: probe.detail };
   const fwd = await startForward(manager, name, port);
   const dir = join(manager.config.home, 'evidence', name);
   mkdirSync(dir, { recursive: true });

@@ -1,5 +1,5 @@
 // The node daemon: finds the engine, opens the state, reconciles, and serves the API.
-import { chmodSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer } from './server.js';
 import { BlobStore } from '../workspace/blob-store.js';
+import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
 import { PtySessions } from '../env/pty-sessions.js';
 import { PoolKeeper } from '../env/pools.js';
 import { Reaper } from '../env/reaper.js';
@@ -38,6 +39,11 @@ export function socketPathFor(home: string): string {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const config = loadNodeConfig();
+  if (process.env.BERTH_STORAGE === 'btrfs') {
+    config.workRoot = await ensureBtrfsStorage(config.home, Number(process.env.BERTH_STORAGE_GB || 20), log);
+    config.cow = true;
+  } else if (isBtrfs(config.home)) config.cow = true;
+  mkdirSync(join(config.workRoot, 'envs'), { recursive: true, mode: 0o700 });
   const socketPath = socketPathFor(config.home);
   // One daemon per home: the lock is taken before reconciling, so a second daemon can never
   // mistake the first one's work in progress for a crash's leftovers.

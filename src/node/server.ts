@@ -15,7 +15,7 @@ import {
   VerifyRequest,
   type NodeInfo,
 } from '../core/api.js';
-import { deleteSnapshot, gc, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
+import { deleteSnapshot, gc, gcTrees, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
 import type { PoolKeeper } from '../env/pools.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
@@ -59,8 +59,12 @@ const ROUTES: Route[] = [
       res.once('close', onClose);
       try {
         const env = await o.manager.create(body, abort.signal);
-        const services = await autostartServices(o.manager, env.name);
-        return { status: 201, body: services.length ? { ...env, autostarted: services } : env };
+        // The environment exists either way; a service that cannot start is reported, not fatal.
+        const auto = await autostartServices(o.manager, env.name).then(
+          (services) => (services.length ? { autostarted: services } : {}),
+          (err: unknown) => ({ autostartError: asBerthError(err).oneLine() }),
+        );
+        return { status: 201, body: { ...env, ...auto } };
       } finally {
         res.off('close', onClose);
       }
@@ -127,7 +131,7 @@ const ROUTES: Route[] = [
       return ok({ removed: params[0] });
     },
   },
-  { method: 'POST', pattern: /^\/v1\/gc$/, handle: async ({ o }) => ok(gc(o.manager)) },
+  { method: 'POST', pattern: /^\/v1\/gc$/, handle: async ({ o }) => ok({ ...gc(o.manager), treesRemoved: await gcTrees(o.manager) }) },
   { method: 'GET', pattern: /^\/v1\/pools$/, handle: async ({ o }) => ok({ pools: o.pools.list() }) },
   { method: 'PUT', pattern: /^\/v1\/pools$/, handle: async ({ o, req }) => ok(await o.pools.set(parse(PoolRequest, await readJson(req)))) },
   {

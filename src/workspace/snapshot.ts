@@ -139,6 +139,21 @@ export async function captureSnapshot(
   store: BlobStore,
   opts: { workspace: string; mirror: string; base: string; artifacts?: string[]; signal?: AbortSignal },
 ): Promise<Captured> {
+  try {
+    return await capture(store, opts);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOSPC' || e.code === 'EDQUOT' || /No space left on device|Disk quota exceeded/.test(e.message ?? '')) {
+      throw new BerthError('no_space', 'the node ran out of disk space while storing a snapshot', 'free space, or run `berth gc`');
+    }
+    throw err;
+  }
+}
+
+async function capture(
+  store: BlobStore,
+  opts: { workspace: string; mirror: string; base: string; artifacts?: string[]; signal?: AbortSignal },
+): Promise<Captured> {
   const gitDir = join(store.tmp, `scan-${randomBytes(6).toString('hex')}`);
   try {
     await new Promise<void>((resolve, reject) =>

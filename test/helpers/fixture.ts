@@ -164,6 +164,8 @@ export class NodeFixture {
     for (const id of existsSync(join(this.home, 'node-id')) ? this.containers() : []) {
       execFileSync(this.engine === 'docker' ? '/usr/bin/docker' : 'podman', ['rm', '-f', id], { stdio: 'ignore' });
     }
+    // A copy-on-write file system the node set up in its home (BERTH_STORAGE=btrfs).
+    if (existsSync(join(this.home, 'storage.img'))) spawnSync('umount', [join(this.home, 'fs')]);
     rmSync(this.home, { recursive: true, force: true });
   }
 }

@@ -29,7 +29,7 @@ setInterval(() => console.log('tick ' + Date.now()), 200);
 /** The parts of `describe` these tests read. */
 interface Description {
   os: { id: string; arch: string };
-  toolchain: Record<string, { version: string }>;
+  tools: Record<string, { version: string }>;
   path: string[];
   env: Record<string, string>;
   ports: Array<{ port: number; service: string | null }>;
@@ -147,8 +147,8 @@ for (const engine of testEngines()) {
           const d = await node.json<Description>(['describe', 'app']);
           assert.equal(d.os.id, 'debian');
           assert.ok(d.os.arch);
-          assert.match(d.toolchain.node!.version, /^\d+\.\d+/);
-          assert.match(d.toolchain.git!.version, /^\d+\.\d+/);
+          assert.match(d.tools.node!.version, /^\d+\.\d+/);
+          assert.match(d.tools.git!.version, /^\d+\.\d+/);
           assert.ok(d.path.includes('/usr/bin'));
           assert.equal(d.env.BERTH_ENV, 'app');
           const port = d.ports.find((p) => p.port === 3000);

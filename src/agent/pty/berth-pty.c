@@ -118,7 +118,11 @@ int main(int argc, char **argv) {
       while ((nl = strchr(ctl, '\n')) != NULL) {
         *nl = 0;
         unsigned cols, rows;
-        if (sscanf(ctl, "resize %u %u", &cols, &rows) == 2 && cols > 0 && rows > 0) {
+        int sig;
+        if (sscanf(ctl, "signal %d", &sig) == 1 && sig > 0 && sig < 65) {
+          pid_t fg = tcgetpgrp(master); /* the terminal's foreground job, as a typed key would */
+          kill(fg > 0 ? -fg : -pid, sig);
+        } else if (sscanf(ctl, "resize %u %u", &cols, &rows) == 2 && cols > 0 && rows > 0) {
           ws.ws_col = (unsigned short)cols;
           ws.ws_row = (unsigned short)rows;
           ioctl(master, TIOCSWINSZ, &ws); /* the kernel sends SIGWINCH to the foreground group */

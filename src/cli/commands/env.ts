@@ -45,7 +45,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
     agent: flag(p, 'agent'),
     task: flag(p, 'task'),
     network,
-    limits,
+    limits: Object.keys(limits).length ? limits : undefined,
     ...(bool(p, 'no-trust') ? { inheritTrust: false } : {}),
     ...(bool(p, 'no-pool') ? { noPool: true } : {}),
     identity,

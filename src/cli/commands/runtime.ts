@@ -1,7 +1,7 @@
 // service, logs, verify, shell, batch.
 import { readFileSync } from 'node:fs';
 import { parseReadiness } from '../../core/readiness.js';
-import { BerthError } from '../../core/errors.js';
+import { BerthError, ERROR_TABLE } from '../../core/errors.js';
 import type { ServiceInfo, VerifyResult } from '../../core/api.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
@@ -57,7 +57,7 @@ export async function cmdService(argv: string[]): Promise<number> {
       process.stderr.write(`berth: service ${s.name} ${s.state}: ${s.reason ?? ''}\n`);
       if (s.logTail) process.stderr.write(indent(s.logTail) + '\n');
     }
-    return s.state === 'ready' || s.state === 'starting' ? 0 : 18;
+    return s.state === 'ready' || s.state === 'starting' ? 0 : ERROR_TABLE.service_failed.exit;
   } finally {
     client.close();
   }

@@ -3,7 +3,7 @@ import { isRemoteRepo } from '../../workspace/git.js';
 import { resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { encodeIdentity, identityHash, type Identity } from '../../core/identity.js';
-import { bool, flag, numberFlag, parseArgs } from '../args.js';
+import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { printJson, table } from '../output.js';
 
@@ -157,7 +157,9 @@ export async function cmdPool(argv: string[]): Promise<number> {
     if (sub !== 'set')
       throw new BerthError('usage', 'usage: berth pool set [TOOLCHAIN] --repo PATH|URL [--ref REF] --size N | berth pool ls');
     const repo = flag(p, 'repo');
-    const size = numberFlag(p, 'size') ?? (flag(p, 'size') === '0' ? 0 : undefined);
+    const sizeText = flag(p, 'size');
+    const size = sizeText === undefined ? undefined : /^\d+$/.test(sizeText) ? Number(sizeText) : NaN;
+    if (Number.isNaN(size)) throw new BerthError('usage', `--size must be a whole number, not ${JSON.stringify(sizeText)}`);
     if (!repo || size === undefined) throw new BerthError('usage', 'berth pool set needs --repo and --size');
     const pool = await client.setPool({
       toolchain: p.positionals[0],
