@@ -33,6 +33,16 @@ export const CreateEnvRequest = z
     idleTtlSeconds: z.number().int().positive().max(31_536_000).optional(),
     /** Never take one from a pre-warmed pool. */
     noPool: z.boolean().optional(),
+    /** Entered from another node: where pushes go back to. */
+    upstream: z
+      .object({ node: z.string().max(256), env: z.string().max(63), url: z.string().max(2048), snapshot: z.string().max(80) })
+      .strict()
+      .optional(),
+    /** Why it runs on this node (the placement policy's verdict). */
+    placement: z
+      .object({ operator: z.string().max(64), reason: z.string().max(512) })
+      .strict()
+      .optional(),
   })
   .strict();
 export type CreateEnvRequest = z.infer<typeof CreateEnvRequest>;
@@ -74,6 +84,32 @@ export interface EnvInfo {
   origin: { snapshot: string | null; pool: boolean };
   cacheKeys: Record<string, string>;
   ttl: { seconds: number | null; idleSeconds: number | null; expiresAt: string | null };
+  upstream: { node: string; env: string; url: string; snapshot: string } | null;
+  placement: { node: string; operator: string | null; reason: string };
+}
+
+export const SnapshotImport = z
+  .object({
+    id: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+    repo: z.string().max(4096),
+    toolchain: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+    cacheKeys: z.record(z.string()).optional(),
+    env: z.string().max(63).optional(),
+    reason: z.string().max(64).optional(),
+  })
+  .strict();
+export type SnapshotImport = z.infer<typeof SnapshotImport>;
+
+export const ApplyRequest = z
+  .object({ snapshot: z.string().regex(/^sha256:[0-9a-f]{64}$/), since: z.string().regex(/^sha256:[0-9a-f]{64}$/) })
+  .strict();
+export type ApplyRequest = z.infer<typeof ApplyRequest>;
+
+export interface ApplyResult {
+  applied: boolean;
+  files: string[];
+  conflicts: string[];
+  snapshot: string;
 }
 
 export interface IdentityInfo {

@@ -21,6 +21,7 @@ export const ERROR_TABLE = {
   service_failed: { exit: 18, http: 200 },
   corrupt: { exit: 19, http: 422 },
   no_space: { exit: 20, http: 507 },
+  conflict: { exit: 21, http: 409 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },

@@ -33,8 +33,18 @@ export class DockerApiEngine implements Engine {
     const res = await this.http.request('GET', `${API}/images/${encodeURIComponent(ref)}/json`, undefined, signal);
     if (res.status === 404) return null;
     check(res, `inspect image ${ref}`);
-    const j = JSON.parse(res.body.toString('utf8')) as { Id: string; RepoTags?: string[] | null; Size?: number };
-    return { id: j.Id.startsWith('sha256:') ? j.Id : `sha256:${j.Id}`, tags: j.RepoTags ?? [], size: j.Size ?? 0 };
+    const j = JSON.parse(res.body.toString('utf8')) as {
+      Id: string;
+      RepoTags?: string[] | null;
+      Size?: number;
+      RootFS?: { Layers?: string[] | null };
+    };
+    return {
+      id: j.Id.startsWith('sha256:') ? j.Id : `sha256:${j.Id}`,
+      tags: j.RepoTags ?? [],
+      size: j.Size ?? 0,
+      layers: j.RootFS?.Layers ?? [],
+    };
   }
 
   async loadImage(archive: Readable, signal?: AbortSignal): Promise<void> {
@@ -42,6 +52,19 @@ export class DockerApiEngine implements Engine {
     check(res, 'load image');
     const text = res.body.toString('utf8');
     if (/"error"\s*:/.test(text)) throw new BerthError('internal', `engine refused the image: ${text.slice(0, 300)}`);
+  }
+
+  async exportImage(ref: string, signal?: AbortSignal): Promise<Readable> {
+    const res = await this.http.stream('GET', `${API}/images/${encodeURIComponent(ref)}/get`, signal);
+    if (res.statusCode === 404) {
+      res.resume();
+      throw new BerthError('image_missing', `image ${ref} is not on this node`);
+    }
+    if ((res.statusCode ?? 500) >= 300) {
+      res.resume();
+      throw new BerthError('internal', `engine could not export ${ref} (HTTP ${res.statusCode})`);
+    }
+    return res;
   }
 
   async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {

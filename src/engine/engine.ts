@@ -45,6 +45,8 @@ export interface ImageInfo {
   id: string; // sha256:...
   tags: string[];
   size: number;
+  /** The uncompressed layers' digests (diff ids), base first. */
+  layers: string[];
 }
 
 export interface NetworkInfo {
@@ -66,6 +68,8 @@ export interface Engine {
   version(signal?: AbortSignal): Promise<EngineVersion>;
   inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null>;
   loadImage(archive: Readable, signal?: AbortSignal): Promise<void>;
+  /** The image as a docker-archive tar stream. */
+  exportImage(ref: string, signal?: AbortSignal): Promise<Readable>;
   createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;
   startContainer(id: string, signal?: AbortSignal): Promise<void>;
   removeContainer(id: string, signal?: AbortSignal): Promise<void>;

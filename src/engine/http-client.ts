@@ -33,6 +33,21 @@ export class EngineHttp {
     );
   }
 
+  /** A response to read as a stream (large downloads). */
+  stream(method: string, path: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ ...this.base, agent: this.agent, method, path, signal }, resolve);
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.name === 'AbortError'
+            ? err
+            : new BerthError('engine_unavailable', `container engine at ${this.endpoint} is unreachable (${err.code ?? err.message})`),
+        ),
+      );
+      req.end();
+    });
+  }
+
   upload(path: string, stream: Readable, contentType: string, signal?: AbortSignal): Promise<HttpResponse> {
     return this.send('POST', path, { 'content-type': contentType, 'transfer-encoding': 'chunked' }, stream, signal);
   }

@@ -152,6 +152,8 @@ export class EnvManager {
       ttl_s: req.ttlSeconds ?? null,
       idle_ttl_s: req.idleTtlSeconds ?? null,
       last_used_at: now,
+      upstream: req.upstream ? JSON.stringify(req.upstream) : null,
+      placement: req.placement ? JSON.stringify(req.placement) : null,
     };
     // The row goes in first, marked `creating`: a daemon killed from here on leaves a row
     // that the next start recognizes and cleans up together with whatever it points at.
@@ -417,6 +419,8 @@ export class EnvManager {
       origin: { snapshot: row.snapshot, pool: row.from_pool === 1 },
       cacheKeys: row.cache_keys,
       ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
+      upstream: row.upstream ? (JSON.parse(row.upstream) as EnvInfo['upstream']) : null,
+      placement: this.placementOf(row),
     };
   }
 
@@ -470,9 +474,17 @@ export class EnvManager {
   }
 
   /** Where an environment runs, and why. */
-  placement(name: string): { node: string; engine: string; reason: string } {
-    const row = this.mustGet(name);
-    return { node: this.o.config.nodeId, engine: row.engine, reason: 'created on this node' };
+  placement(name: string): EnvInfo['placement'] {
+    return this.placementOf(this.mustGet(name));
+  }
+
+  private placementOf(row: EnvRow): EnvInfo['placement'] {
+    const p = row.placement ? (JSON.parse(row.placement) as { operator: string; reason: string }) : null;
+    return {
+      node: this.o.config.nodeId,
+      operator: p?.operator ?? null,
+      reason: p?.reason ?? (row.upstream ? 'entered from another node' : 'created on this node'),
+    };
   }
 
   // ---- the agent -----------------------------------------------------------------------

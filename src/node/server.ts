@@ -6,6 +6,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
 import {
+  ApplyRequest,
+  SnapshotImport,
   BatchRequest,
   CreateEnvRequest,
   ExecRequest,
@@ -17,6 +19,7 @@ import {
 } from '../core/api.js';
 import { deleteSnapshot, gc, gcTrees, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
 import type { PoolKeeper } from '../env/pools.js';
+import { applyPush, importSnapshot, missingBlobs } from '../env/transfer.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
 import { execBuffered, startExec } from '../env/exec-service.js';
@@ -25,6 +28,7 @@ import { verify } from '../env/verify.js';
 import type { PtySessions } from '../env/pty-sessions.js';
 
 const MAX_BODY = 16 * 1024 * 1024;
+const MAX_BLOB = 512 * 1024 * 1024;
 /** Output held for a slow WebSocket client before the command is paused. */
 const HIGH_WATER = 8 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
@@ -132,6 +136,62 @@ const ROUTES: Route[] = [
     },
   },
   { method: 'POST', pattern: /^\/v1\/gc$/, handle: async ({ o }) => ok({ ...gc(o.manager), treesRemoved: await gcTrees(o.manager) }) },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/blobs\/missing$/,
+    handle: async ({ o, req }) =>
+      ok({
+        missing: missingBlobs(
+          o.manager,
+          parse(z.object({ hashes: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(100_000) }).strict(), await readJson(req)).hashes,
+        ),
+      }),
+  },
+  {
+    method: 'GET',
+    pattern: /^\/v1\/blobs\/([0-9a-f]{64})$/,
+    handle: async ({ o, params }) => ({ status: 200, body: o.manager.store.get(params[0]!) }),
+  },
+  {
+    method: 'PUT',
+    pattern: /^\/v1\/blobs\/([0-9a-f]{64})$/,
+    handle: async ({ o, req, params }) => {
+      const data = await readRaw(req, MAX_BLOB);
+      const r = o.manager.store.put(data);
+      if (r.hash !== params[0]) {
+        o.manager.store.remove(r.hash);
+        throw new BerthError('corrupt', `the blob sent as ${params[0]!.slice(0, 12)} hashes to ${r.hash.slice(0, 12)}`);
+      }
+      return { status: r.added ? 201 : 200, body: { hash: r.hash, added: r.added } };
+    },
+  },
+  {
+    method: 'GET',
+    pattern: new RegExp(`^/v1/snapshots/${NAME}/manifest$`),
+    handle: async ({ o, params }) => ({
+      status: 200,
+      body: o.manager.store.get(getSnapshot(o.manager, params[0]!).id.slice('sha256:'.length)),
+    }),
+  },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/snapshots\/import$/,
+    handle: async ({ o, req }) => ({ status: 201, body: importSnapshot(o.manager, parse(SnapshotImport, await readJson(req))) }),
+  },
+  {
+    method: 'POST',
+    pattern: new RegExp(`^/v1/envs/${NAME}/apply$`),
+    handle: async ({ o, req, params }) => {
+      const body = parse(ApplyRequest, await readJson(req));
+      const r = await applyPush(o.manager, params[0]!, body.since, body.snapshot);
+      return {
+        status: r.applied ? 200 : 409,
+        body: r.applied
+          ? r
+          : { ...r, error: { code: 'conflict', message: `push conflicts with the agent's changes in ${r.conflicts.join(', ')}` } },
+      };
+    },
+  },
   { method: 'GET', pattern: /^\/v1\/pools$/, handle: async ({ o }) => ok({ pools: o.pools.list() }) },
   { method: 'PUT', pattern: /^\/v1\/pools$/, handle: async ({ o, req }) => ok(await o.pools.set(parse(PoolRequest, await readJson(req)))) },
   {
@@ -202,7 +262,7 @@ export function createApiServer(o: ServerOptions, requireToken: boolean): http.S
     try {
       if (requireToken) authorize(req, o.token);
       const url = new URL(req.url ?? '/', 'http://berth');
-      const m = /^\/v1\/envs\/([^/]+)\/(exec|pty|logs)(?:\/([^/]+))?(?:\/(watch))?$/.exec(url.pathname);
+      const m = /^\/v1\/envs\/([^/]+)\/(exec|pty|logs|connect)(?:\/([^/]+))?(?:\/(watch))?$/.exec(url.pathname);
       if (!m) throw new BerthError('not_found', `no such endpoint ${url.pathname}`);
       const name = decode(m[1]!);
       const kind = m[2]!;
@@ -211,6 +271,7 @@ export function createApiServer(o: ServerOptions, requireToken: boolean): http.S
       wss.handleUpgrade(req, socket, head, (ws) => {
         if (kind === 'exec') execOverWebSocket(o, name, ws);
         else if (kind === 'logs' && sub) logsOverWebSocket(o, name, sub, url.searchParams, ws);
+        else if (kind === 'connect' && sub) connectOverWebSocket(o, name, Number(sub), ws);
         else if (kind === 'pty' && sub && m[4]) watchPty(o, name, sub, ws);
         else if (kind === 'pty') ptyOverWebSocket(o, name, url.searchParams, ws);
         else closeWith(ws, new BerthError('not_found', `no such endpoint ${url.pathname}`));
@@ -382,6 +443,52 @@ function ptyOverWebSocket(o: ServerOptions, name: string, q: URLSearchParams, ws
     );
 }
 
+/** A TCP stream to a port inside the environment, as WebSocket binary messages. */
+function connectOverWebSocket(o: ServerOptions, name: string, port: number, ws: WebSocket): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return closeWith(ws, new BerthError('invalid_request', 'port must be 1-65535'));
+  let check = (): void => {};
+  const pending: Buffer[] = [];
+  let stream: Awaited<ReturnType<typeof openStream>> | undefined;
+  ws.on('message', (d, bin) => {
+    if (!bin) return;
+    if (stream) stream.writeStdin(d as Buffer);
+    else pending.push(d as Buffer);
+  });
+  openStream(
+    o.manager,
+    name,
+    { op: 'connect', port },
+    {
+      onStdout: (c) => {
+        if (ws.readyState === ws.OPEN) ws.send(c);
+        check();
+      },
+      onOpened: () => {
+        if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ open: true }));
+      },
+    },
+  ).then(
+    (s) => {
+      stream = s;
+      for (const c of pending.splice(0)) s.writeStdin(c);
+      check = flow(
+        ws,
+        () => s.control({ pause: true }),
+        () => s.control({ resume: true }),
+      );
+      ws.on('close', () => s.endStdin());
+      s.done.then(
+        (r) =>
+          r.ok
+            ? ws.close()
+            : closeWith(ws, new BerthError(r.error?.code === 'not_found' ? 'not_found' : 'internal', r.error?.message ?? 'connect failed')),
+        (err: unknown) => closeWith(ws, err, o.log),
+      );
+    },
+    (err: unknown) => closeWith(ws, err, o.log),
+  );
+}
+
 function exitAndClose(ws: WebSocket, code: number, signal: string | null): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ exit: { exitCode: code, signal } }));
   ws.close();
@@ -475,8 +582,32 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
   });
 }
 
+function readRaw(req: http.IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new BerthError('too_large', `upload is over ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
 function send(res: http.ServerResponse, r: Reply): void {
   if (res.writableEnded || res.destroyed) return;
+  if (Buffer.isBuffer(r.body)) {
+    res.writeHead(r.status, { 'content-type': 'application/octet-stream', 'content-length': r.body.length });
+    res.end(r.body);
+    return;
+  }
   const body = r.body === undefined ? '' : JSON.stringify(r.body);
   res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);

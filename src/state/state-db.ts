@@ -27,6 +27,10 @@ export interface EnvRow {
   last_used_at: string | null;
   /** Read only: set when a pool member is claimed. */
   from_pool?: number;
+  /** JSON: where an entered environment came from ({node, env, url, snapshot}). */
+  upstream?: string | null;
+  /** JSON: why it runs here ({operator, node, reason}). */
+  placement?: string | null;
 }
 
 export interface SnapshotRow {
@@ -106,6 +110,8 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      UNIQUE (toolchain, repo, commit_sha, cache_key)
    );`,
+  `ALTER TABLE envs ADD COLUMN upstream TEXT;
+   ALTER TABLE envs ADD COLUMN placement TEXT;`,
 ];
 
 export class StateDb {
@@ -139,10 +145,17 @@ export class StateDb {
     try {
       this.db
         .prepare(
-          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, trust, created_at, snapshot, cache_keys, pool_id, ttl_s, idle_ttl_s, last_used_at)
-           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @trust, @created_at, @snapshot, @cache_keys, @pool_id, @ttl_s, @idle_ttl_s, @last_used_at)`,
+          `INSERT INTO envs (id, name, state, repo, ref, commit_sha, toolchain, container_id, engine, network, limits, agent, task, dir, trust, created_at, snapshot, cache_keys, pool_id, ttl_s, idle_ttl_s, last_used_at, upstream, placement)
+           VALUES (@id, @name, @state, @repo, @ref, @commit_sha, @toolchain, @container_id, @engine, @network, @limits, @agent, @task, @dir, @trust, @created_at, @snapshot, @cache_keys, @pool_id, @ttl_s, @idle_ttl_s, @last_used_at, @upstream, @placement)`,
         )
-        .run({ ...row, limits: JSON.stringify(row.limits), trust: row.trust ? 1 : 0, cache_keys: JSON.stringify(row.cache_keys) });
+        .run({
+          upstream: null,
+          placement: null,
+          ...row,
+          limits: JSON.stringify(row.limits),
+          trust: row.trust ? 1 : 0,
+          cache_keys: JSON.stringify(row.cache_keys),
+        });
       return true;
     } catch (err) {
       if (
@@ -154,7 +167,7 @@ export class StateDb {
     }
   }
 
-  updateEnv(id: string, fields: Partial<Pick<EnvRow, 'state' | 'container_id' | 'last_used_at' | 'snapshot'>>): void {
+  updateEnv(id: string, fields: Partial<Pick<EnvRow, 'state' | 'container_id' | 'last_used_at' | 'snapshot' | 'upstream'>>): void {
     const sets = Object.keys(fields).map((k) => `${k} = @${k}`);
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE envs SET ${sets.join(', ')} WHERE id = @id`).run({ ...fields, id });

@@ -3,15 +3,15 @@
 // engine. The image id is the sha256 of its config, so the same build has the same digest in
 // Podman and in Docker. Results are cached by a key over the recipe.
 import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
 import { canonicalJson, sha256Hex } from '../core/canonical-json.js';
 import { mirrorFor, parseDeb822, parseOneLine, type AptSource } from '../core/apt-sources.js';
 import { BerthError } from '../core/errors.js';
 import type { Engine } from '../engine/engine.js';
-import { TAR_END, tarHeader, tarPadding } from './tar.js';
+import { imageArchive } from './archive.js';
+import { linkLayer } from './layer-cache.js';
 
 export const DEFAULT_TAG = 'berth-toolchain:default';
 const RECIPE_VERSION = 2;
@@ -93,9 +93,10 @@ export async function buildBaseImage(
   progress({ phase: 'resolve', message: `recipe ${key} from mirror ${main.uri}` });
 
   if (!opts.force && existsSync(metaPath)) {
-    const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { digest: string };
+    const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { digest: string; diffId?: string };
     const have = await engine.inspectImage(meta.digest, opts.signal);
     if (have) {
+      if (meta.diffId && existsSync(join(dir, 'rootfs.tar'))) linkLayer(join(dir, 'rootfs.tar'), meta.diffId);
       await tagDefault(engine, meta.digest, dir, opts.signal);
       progress({ phase: 'done', message: `cached image ${meta.digest}`, fraction: 1 });
       return { digest: meta.digest, tag, cached: 'image', key, seconds: (Date.now() - started) / 1000 };
@@ -117,7 +118,6 @@ export async function buildBaseImage(
   }
 
   progress({ phase: 'pack', message: 'hashing the root filesystem' });
-  const layerSize = statSync(rootfs).size;
   const diffId = 'sha256:' + (await hashFile(rootfs));
   const config = canonicalJson({
     architecture: process.arch === 'x64' ? 'amd64' : process.arch,
@@ -133,13 +133,15 @@ export async function buildBaseImage(
     history: [{ created: new Date(EPOCH * 1000).toISOString(), created_by: `berth toolchain build (mmdebstrap ${SUITE})` }],
   });
   const digest = 'sha256:' + sha256Hex(config);
-  const archive = imageArchive(rootfs, layerSize, config, digest, [`${tag}`], (sent) =>
-    progress({ phase: 'load', message: 'loading into the engine', fraction: sent / layerSize }),
+  const archive = imageArchive(config, digest, [tag], [{ path: rootfs, diffId }], (sent, total) =>
+    progress({ phase: 'load', message: 'loading into the engine', fraction: sent / total }),
   );
+  // Keep the layer where registry pulls look for it, so it is never transferred here again.
+  linkLayer(rootfs, diffId);
   await engine.loadImage(archive, opts.signal);
   const loaded = await engine.inspectImage(digest, opts.signal);
   if (!loaded) throw new BerthError('internal', `the engine loaded the archive but has no image ${digest}`);
-  writeFileSync(metaPath + '.tmp', JSON.stringify({ digest, tag, key, packages, builtAt: new Date().toISOString() }, null, 2));
+  writeFileSync(metaPath + '.tmp', JSON.stringify({ digest, diffId, tag, key, packages, builtAt: new Date().toISOString() }, null, 2));
   renameSync(metaPath + '.tmp', metaPath);
   await tagDefault(engine, digest, dir, opts.signal);
   progress({ phase: 'done', message: `image ${digest}`, fraction: 1 });
@@ -248,46 +250,4 @@ function hashFile(path: string): Promise<string> {
       .on('end', () => resolve(h.digest('hex')))
       .on('error', reject);
   });
-}
-
-/** A docker-archive (the `docker save` layout), which Docker and Podman both load. */
-function imageArchive(
-  rootfs: string,
-  layerSize: number,
-  config: string,
-  digest: string,
-  tags: string[],
-  onLayerBytes: (n: number) => void,
-): Readable {
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
-  const hex = digest.slice('sha256:'.length);
-  const layerName = `${hex}/layer.tar`;
-  const manifest = JSON.stringify([{ Config: `${hex}.json`, RepoTags: tags, Layers: [layerName] }]);
-  const write = async (): Promise<void> => {
-    const file = (name: string, body: string): void => {
-      const b = Buffer.from(body);
-      out.write(tarHeader(name, b.length, EPOCH));
-      out.write(b);
-      out.write(tarPadding(b.length));
-    };
-    file(`${hex}.json`, config);
-    out.write(tarHeader(`${hex}/`, 0, EPOCH, 0o755, '5'));
-    out.write(tarHeader(layerName, layerSize, EPOCH));
-    let sent = 0;
-    let lastReport = 0;
-    for await (const chunk of createReadStream(rootfs, { highWaterMark: 1 << 20 })) {
-      const c = chunk as Buffer;
-      sent += c.length;
-      if (!out.write(c)) await new Promise((r) => out.once('drain', r));
-      if (sent - lastReport > 8 << 20 || sent === layerSize) {
-        lastReport = sent;
-        onLayerBytes(sent);
-      }
-    }
-    out.write(tarPadding(layerSize));
-    file('manifest.json', manifest);
-    out.end(TAR_END);
-  };
-  write().catch((err: unknown) => out.destroy(err as Error));
-  return out;
 }

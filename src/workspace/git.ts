@@ -77,9 +77,31 @@ export function isRemoteRepo(repo: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\s]+@[^:\s]+:/.test(repo);
 }
 
+export function mirrorPath(cacheRoot: string, repo: string): string {
+  const normalized = isRemoteRepo(repo) ? repo : resolve(repo);
+  return join(cacheRoot, 'repos', sha256Hex(normalized).slice(0, 24) + '.git');
+}
+
+/** Makes the node's mirror for a repository, empty, if it has none. */
+export async function ensureMirror(cacheRoot: string, repo: string, signal?: AbortSignal): Promise<string> {
+  const mirror = mirrorPath(cacheRoot, repo);
+  if (!existsSync(join(mirror, 'HEAD'))) {
+    mkdirSync(mirror, { recursive: true });
+    await git(['init', '--quiet', '--bare', mirror], { signal });
+    await git(['-C', mirror, 'config', 'gc.auto', '0'], { signal });
+  }
+  return mirror;
+}
+
 export async function resolveRepo(repo: string, ref: string | undefined, cacheRoot: string, signal?: AbortSignal): Promise<ResolvedRepo> {
   const remote = isRemoteRepo(repo);
   const normalized = remote ? repo : resolve(repo);
+  // A commit the mirror already holds needs no source: environments entered from another
+  // node name a repository path that exists only there.
+  if (ref && /^[0-9a-f]{40}$/.test(ref)) {
+    const mirror = mirrorPath(cacheRoot, repo);
+    if (existsSync(join(mirror, 'HEAD')) && (await hasCommit(mirror, ref))) return { repo: normalized, remote, commit: ref, mirror };
+  }
   if (!remote) {
     if (!existsSync(normalized) || !statSync(normalized).isDirectory()) {
       throw new BerthError('repo_not_found', `repository ${repo} does not exist`, 'give the path of a git repository or a git URL');
@@ -90,12 +112,7 @@ export async function resolveRepo(repo: string, ref: string | undefined, cacheRo
       throw new BerthError('repo_not_found', `${repo} is not a git repository`, 'run `git init` there, or give another path');
     }
   }
-  const mirror = join(cacheRoot, 'repos', sha256Hex(normalized).slice(0, 24) + '.git');
-  if (!existsSync(join(mirror, 'HEAD'))) {
-    mkdirSync(mirror, { recursive: true });
-    await git(['init', '--quiet', '--bare', mirror], { signal });
-    await git(['-C', mirror, 'config', 'gc.auto', '0'], { signal });
-  }
+  const mirror = await ensureMirror(cacheRoot, normalized, signal);
 
   const want = ref ?? 'HEAD';
   validateRef(want);

@@ -1,7 +1,8 @@
 import { BerthError } from '../../core/errors.js';
 import { discoverEngine } from '../../engine/discovery.js';
-import { buildBaseImage, type BuildResult } from '../../toolchain/base-image.js';
-import { bool, parseArgs } from '../args.js';
+import { buildBaseImage, defaultToolchainDigest, type BuildResult } from '../../toolchain/base-image.js';
+import { pullImage, pushImage, registryFromEnv, type TransferProgress } from '../../remote/registry.js';
+import { bool, flag, parseArgs } from '../args.js';
 import { printJson } from '../output.js';
 import { Progress } from '../progress.js';
 
@@ -20,9 +21,46 @@ export async function ensureToolchain(opts: { force?: boolean; quiet?: boolean }
   }
 }
 
+/** Moves a toolchain through a registry, with a progress bar. */
+export async function transferToolchain(
+  what: 'push' | 'pull',
+  digest: string,
+  registry: string,
+  quiet = false,
+): Promise<{ bytes: number; reused: number }> {
+  const { engine } = await discoverEngine({ log: (l) => process.stderr.write(l + '\n') });
+  const bar = new Progress(`toolchain ${what}`, quiet);
+  try {
+    const progress = (p: TransferProgress): void =>
+      bar.update(`${p.phase} ${(p.bytes / 1e6).toFixed(1)} MB`, p.total ? Math.min(1, p.bytes / p.total) : undefined);
+    if (what === 'push') {
+      const r = await pushImage(engine, digest, registry, progress);
+      bar.done(`${digest.slice(0, 19)} in ${registry}: ${(r.uploaded / 1e6).toFixed(1)} MB sent, ${r.skipped} layer(s) already there`);
+      return { bytes: r.uploaded, reused: r.skipped };
+    }
+    const r = await pullImage(engine, digest, registry, progress);
+    bar.done(`${digest.slice(0, 19)}: ${(r.downloaded / 1e6).toFixed(1)} MB received, ${r.reused} layer(s) already here`);
+    return { bytes: r.downloaded, reused: r.reused };
+  } finally {
+    engine.close();
+  }
+}
+
 export async function cmdToolchain(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub !== 'build') throw new BerthError('usage', 'usage: berth toolchain build [--force] [--json]');
+  if (sub === 'push' || sub === 'pull') {
+    const p = parseArgs(rest, { boolean: ['json'], value: ['registry'] });
+    const registry = flag(p, 'registry') ?? registryFromEnv();
+    if (!registry) throw new BerthError('usage', `berth toolchain ${sub} needs --registry HOST:PORT (or BERTH_REGISTRY)`);
+    const digest = p.positionals[0] ?? (sub === 'push' ? defaultToolchainDigest() : undefined);
+    if (!digest || !/^sha256:[0-9a-f]{64}$/.test(digest))
+      throw new BerthError('usage', `usage: berth toolchain ${sub} [DIGEST] --registry HOST:PORT`);
+    const r = await transferToolchain(sub, digest, registry, bool(p, 'json'));
+    if (bool(p, 'json')) printJson({ digest, registry, ...r });
+    return 0;
+  }
+  if (sub !== 'build')
+    throw new BerthError('usage', 'usage: berth toolchain build [--force] | push [DIGEST] --registry R | pull DIGEST --registry R');
   const p = parseArgs(rest, { boolean: ['json', 'force'], value: ['devcontainer', 'file'] });
   if (p.flags.has('devcontainer') || p.flags.has('file')) {
     throw new BerthError(

@@ -1,0 +1,230 @@
+// Toolchains move between nodes by digest through an OCI registry (Debian's docker-registry
+// serves the distribution API). berth speaks the API itself: layers go up only when the
+// registry lacks them and come down only when the node lacks them, with progress either way.
+// The image id (the config's digest) is the toolchain digest on every node.
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BerthError } from '../core/errors.js';
+import type { Engine } from '../engine/engine.js';
+import { imageArchive, readTar } from '../toolchain/archive.js';
+import { hasLayer, layerPath } from '../toolchain/layer-cache.js';
+
+export const TOOLCHAIN_REPO = 'berth/toolchain';
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+export interface TransferProgress {
+  phase: string;
+  bytes: number;
+  total: number;
+}
+
+export function tagFor(digest: string): string {
+  return digest.replace(':', '-');
+}
+
+function base(registry: string): string {
+  return (/^https?:\/\//.test(registry) ? registry : `http://${registry}`).replace(/\/+$/, '');
+}
+
+async function call(url: string, init: RequestInit & { duplex?: 'half' } = {}): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    throw new BerthError(
+      'engine_unavailable',
+      `the registry at ${new URL(url).host} is unreachable (${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message})`,
+      'start it (scripts/start-registry.sh), or check BERTH_REGISTRY',
+    );
+  }
+}
+
+async function expect(res: Response, what: string, ok: number[]): Promise<void> {
+  if (ok.includes(res.status)) return;
+  const text = await res.text().catch(() => '');
+  throw new BerthError('internal', `registry refused to ${what} (HTTP ${res.status}): ${text.slice(0, 200)}`);
+}
+
+async function hasBlob(registry: string, name: string, digest: string): Promise<boolean> {
+  const res = await call(`${base(registry)}/v2/${name}/blobs/${digest}`, { method: 'HEAD' });
+  return res.status === 200;
+}
+
+async function uploadBlob(registry: string, name: string, digest: string, size: number, body: Readable | Buffer): Promise<void> {
+  const start = await call(`${base(registry)}/v2/${name}/blobs/uploads/`, { method: 'POST' });
+  await expect(start, 'start an upload', [202]);
+  const loc = start.headers.get('location');
+  if (!loc) throw new BerthError('internal', 'registry gave no upload location');
+  const url = new URL(loc, base(registry));
+  url.searchParams.set('digest', digest);
+  const put = await call(url.toString(), {
+    method: 'PUT',
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    body: Buffer.isBuffer(body) ? body : (Readable.toWeb(body) as ReadableStream),
+    duplex: 'half',
+  });
+  await expect(put, `store blob ${digest.slice(0, 19)}`, [201]);
+}
+
+/**
+ * Pushes an image from the engine. Layers the registry has are not sent; when it lacks any,
+ * the image is read once, each layer streamed to an upload session while it is hashed.
+ */
+export async function pushImage(
+  engine: Engine,
+  digest: string,
+  registry: string,
+  onProgress?: (p: TransferProgress) => void,
+): Promise<{ uploaded: number; skipped: number }> {
+  const img = await engine.inspectImage(digest);
+  if (!img) throw new BerthError('image_missing', `toolchain ${digest} is not on this node`);
+  const missing = new Set<string>();
+  for (const l of img.layers) if (!(await hasBlob(registry, TOOLCHAIN_REPO, l))) missing.add(l);
+  const sizes = new Map<string, number>();
+  let config: Buffer | undefined;
+  let uploaded = 0;
+  const archive = await engine.exportImage(digest);
+  for await (const entry of readTar(archive)) {
+    if (entry.type !== '0' || entry.name === 'manifest.json' || entry.name === 'repositories') continue;
+    if (entry.name.endsWith('.json') && !entry.name.includes('/')) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry.body) chunks.push(c as Buffer);
+      config = Buffer.concat(chunks);
+      continue;
+    }
+    if (!entry.name.endsWith('.tar')) continue;
+    if (missing.size === 0) continue; // read past it: nothing to send
+    const start = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/uploads/`, { method: 'POST' });
+    await expect(start, 'start an upload', [202]);
+    const loc = new URL(start.headers.get('location') ?? '', base(registry));
+    const hash = createHash('sha256');
+    const counted = new Readable({ read() {} });
+    entry.body.on('data', (c: Buffer) => {
+      hash.update(c);
+      uploaded += c.length;
+      counted.push(c);
+      onProgress?.({ phase: 'upload', bytes: uploaded, total: img.size });
+    });
+    entry.body.on('end', () => counted.push(null));
+    const patch = await call(loc.toString(), {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/octet-stream' },
+      body: Readable.toWeb(counted) as ReadableStream,
+      duplex: 'half',
+    });
+    await expect(patch, 'take a layer', [202]);
+    const d = `sha256:${hash.digest('hex')}`;
+    sizes.set(d, entry.size);
+    const next = new URL(patch.headers.get('location') ?? loc.toString(), base(registry));
+    if (missing.has(d)) {
+      next.searchParams.set('digest', d);
+      await expect(
+        await call(next.toString(), { method: 'PUT', headers: { 'content-length': '0' } }),
+        `store layer ${d.slice(0, 19)}`,
+        [201],
+      );
+    } else {
+      await call(next.toString(), { method: 'DELETE' }).catch(() => undefined);
+    }
+  }
+  if (!config) throw new BerthError('internal', `the engine's export of ${digest} had no config`);
+  const cfgDigest = `sha256:${createHash('sha256').update(config).digest('hex')}`;
+  if (cfgDigest !== digest) throw new BerthError('corrupt', `the engine exported ${cfgDigest.slice(0, 19)} for ${digest.slice(0, 19)}`);
+  if (!(await hasBlob(registry, TOOLCHAIN_REPO, digest))) await uploadBlob(registry, TOOLCHAIN_REPO, digest, config.length, config);
+  const layers = [];
+  for (const l of img.layers) {
+    let size = sizes.get(l);
+    if (size === undefined) {
+      const head = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/${l}`, { method: 'HEAD' });
+      size = Number(head.headers.get('content-length') ?? 0);
+    }
+    layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l, size });
+  }
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest, size: config.length },
+    layers,
+  });
+  const put = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/manifests/${tagFor(digest)}`, {
+    method: 'PUT',
+    headers: { 'content-type': OCI_MANIFEST },
+    body: manifest,
+  });
+  await expect(put, 'store the manifest', [201]);
+  return { uploaded: missing.size ? uploaded : 0, skipped: img.layers.length - missing.size };
+}
+
+/** Pulls a toolchain by digest into the engine; layers the node keeps are not downloaded. */
+export async function pullImage(
+  engine: Engine,
+  digest: string,
+  registry: string,
+  onProgress?: (p: TransferProgress) => void,
+): Promise<{ downloaded: number; reused: number }> {
+  if (await engine.inspectImage(digest)) return { downloaded: 0, reused: 0 };
+  const res = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/manifests/${tagFor(digest)}`, { headers: { accept: OCI_MANIFEST } });
+  if (res.status === 404)
+    throw new BerthError(
+      'image_missing',
+      `the registry has no toolchain ${digest.slice(0, 19)}`,
+      'push it from a node that has it: berth toolchain push',
+    );
+  await expect(res, 'send the manifest', [200]);
+  const manifest = (await res.json()) as { config: { digest: string }; layers: Array<{ digest: string; size: number }> };
+  if (manifest.config.digest !== digest)
+    throw new BerthError('corrupt', `the registry's manifest is for ${manifest.config.digest.slice(0, 19)}, not ${digest.slice(0, 19)}`);
+  const cfgRes = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/${digest}`);
+  await expect(cfgRes, 'send the config', [200]);
+  const config = Buffer.from(await cfgRes.arrayBuffer());
+  if (`sha256:${createHash('sha256').update(config).digest('hex')}` !== digest)
+    throw new BerthError('corrupt', 'the config from the registry does not match its digest');
+  const total = manifest.layers.filter((l) => !hasLayer(l.digest)).reduce((n, l) => n + l.size, 0);
+  let downloaded = 0;
+  let reused = 0;
+  for (const l of manifest.layers) {
+    if (hasLayer(l.digest)) {
+      reused++;
+      continue;
+    }
+    const dest = layerPath(l.digest);
+    const tmp = `${dest}.${randomBytes(4).toString('hex')}.partial`;
+    const blob = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/${l.digest}`);
+    await expect(blob, `send layer ${l.digest.slice(0, 19)}`, [200]);
+    const hash = createHash('sha256');
+    const body = Readable.fromWeb(blob.body as import('node:stream/web').ReadableStream);
+    body.on('data', (c: Buffer) => {
+      hash.update(c);
+      downloaded += c.length;
+      onProgress?.({ phase: 'download', bytes: downloaded, total });
+    });
+    try {
+      await pipeline(body, createWriteStream(tmp));
+      if (`sha256:${hash.digest('hex')}` !== l.digest)
+        throw new BerthError('corrupt', `layer ${l.digest.slice(0, 19)} from the registry does not match its digest`);
+      renameSync(tmp, dest);
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+  const archive = imageArchive(
+    config.toString('utf8'),
+    digest,
+    [`berth-toolchain:${digest.slice(7, 23)}`],
+    manifest.layers.map((l) => ({ path: layerPath(l.digest), diffId: l.digest })),
+    (sent, all) => onProgress?.({ phase: 'load', bytes: sent, total: all }),
+  );
+  await engine.loadImage(archive);
+  if (!(await engine.inspectImage(digest)))
+    throw new BerthError('internal', `the engine loaded the pulled toolchain but has no ${digest.slice(0, 19)}`);
+  return { downloaded, reused };
+}
+
+export function registryFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.BERTH_REGISTRY || undefined;
+}
+
+export function readConfigFile(path: string): string | undefined {
+  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+}
