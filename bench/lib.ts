@@ -524,6 +524,25 @@ export async function startIdleContainer(engine: EngineName, image: string): Pro
   };
 }
 
+// ---- mounts ------------------------------------------------------------------------------
+
+/** True when `path` is a mount point now (from /proc/self/mountinfo). */
+export function isMountPoint(path: string): boolean {
+  const want = resolve(path);
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4]?.replace(/\\040/g, ' ') === want);
+}
+
+/** Unmounts `path` if it is mounted; a busy mount is detached lazily, and that is an error. */
+export async function unmount(path: string): Promise<void> {
+  if (!isMountPoint(path)) return;
+  const r = await run('umount', [path], { cleanup: true, timeoutMs: 60_000 });
+  if (r.code === 0) return;
+  const lazy = await run('umount', ['-l', path], { cleanup: true, timeoutMs: 60_000 });
+  throw new Error(`umount ${path} exited ${r.code}: ${r.stderr.trim()}; umount -l then exited ${lazy.code} ${lazy.stderr.trim()}`);
+}
+
 // ---- a berth daemon ----------------------------------------------------------------------
 
 const berthNodes: Array<[EngineName, string]> = [];
@@ -546,17 +565,24 @@ export class BerthNode {
     this.unregister = onCleanup(`berth daemon on ${engine} (${home})`, () => this.stop());
   }
 
-  /** `listen` (HOST:PORT, port 0 for any) also serves the API over TCP: see tcpEndpoint. */
-  static async start(engine: EngineName, digest: string, o: { listen?: string } = {}): Promise<BerthNode> {
+  /**
+   * `listen` (HOST:PORT, port 0 for any) also serves the API over TCP: see tcpEndpoint.
+   * `env` adds to the daemon's environment; with BERTH_STORAGE=btrfs the daemon mounts a
+   * btrfs loop file at $BERTH_HOME/fs, which is unmounted after the daemon stops and before
+   * its home is deleted.
+   */
+  static async start(engine: EngineName, digest: string, o: { listen?: string; env?: Record<string, string> } = {}): Promise<BerthNode> {
     if (stopping) throw new Error('not starting a daemon: the run is being cleaned up');
     touchedEngines.add(engine);
     const home = tempDir(`berth-bench-${engine}-`);
+    // Registered after the home's removal and before the daemon's stop: it runs between them.
+    if (o.env?.BERTH_STORAGE === 'btrfs') onCleanup(`umount ${join(home, 'fs')}`, () => unmount(join(home, 'fs')));
     // Its own cache, so the repository mirrors it makes go away with it; the toolchain
     // it defaults to is the one `berth toolchain build` just reported.
     const cache = join(home, 'cache');
     mkdirSync(join(cache, 'toolchains'), { recursive: true });
     writeFileSync(join(cache, 'toolchains', 'default.json'), JSON.stringify({ digest }));
-    const env = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_CACHE: cache, BERTH_NO_AUTOSTART: '1' };
+    const env = { ...process.env, ...o.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_CACHE: cache, BERTH_NO_AUTOSTART: '1' };
     const logPath = join(home, 'daemon.log');
     const fd = openSync(logPath, 'a');
     const args = [BERTH, 'daemon', ...(o.listen ? ['--listen', o.listen] : [])];

@@ -90,7 +90,7 @@ export async function applyPush(manager: EnvManager, name: string, sinceId: stri
       await ask(manager, name, { op: 'exec', argv: ['ln', '-sfn', '--', blobs.get(e.blob!)!.toString('utf8'), rel] });
     } else {
       const { conn } = await manager.agentFor(name);
-      const r = await conn.request({ op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644 }, blobs.get(e.blob!)!);
+      const r = await conn.request({ op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644 }, blobs.get(e.blob!));
       if (!r.ok) throw new BerthError('internal', `could not write ${rel}: ${r.error?.message ?? ''}`);
     }
   }
