@@ -5,6 +5,7 @@ import { VERSION } from '../core/version.js';
 import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
 import { cmdToolchain } from './commands/toolchain.js';
 import { cmdBatch, cmdLogs, cmdService, cmdShell, cmdVerify } from './commands/runtime.js';
+import { cmdEnter, cmdForward, cmdGitUploadPack, cmdNode, cmdPush } from './commands/remote.js';
 import { cmdFork, cmdGc, cmdId, cmdPause, cmdPool, cmdRestore, cmdResume, cmdSnap, cmdSnapshots } from './commands/switching.js';
 import { cmdDaemon, cmdUp } from './commands/up.js';
 
@@ -62,9 +63,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   snapshots: cmdSnapshots,
   gc: cmdGc,
   pool: cmdPool,
+  node: cmdNode,
+  enter: cmdEnter,
+  push: cmdPush,
+  forward: cmdForward,
+  'git-upload-pack': cmdGitUploadPack,
 };
 
-const LATER = new Set(['enter', 'push', 'drift', 'ci', 'node', 'mcp', 'ssh-config', 'forward']);
+const LATER = new Set(['drift', 'ci', 'mcp']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

@@ -1,5 +1,6 @@
 // The one client of the node API. The CLI, the SDK and (later) the dashboard use it.
 import http from 'node:http';
+import https from 'node:https';
 import { WebSocket } from 'ws';
 import type {
   BatchRequest,
@@ -10,8 +11,10 @@ import type {
   ExecResult,
   IdentityInfo,
   NodeInfo,
+  ApplyResult,
   PoolInfo,
   PoolRequest,
+  SnapshotImport,
   SnapRequest,
   SnapshotInfo,
   ServiceInfo,
@@ -24,9 +27,11 @@ import { BerthError } from '../core/errors.js';
 export interface ClientOptions {
   /** Unix socket of a local node. */
   socketPath?: string;
-  /** http://host:port of a remote node, with its token. */
+  /** http://host:port (or https://) of a remote node, with its token. */
   url?: string;
   token?: string;
+  /** PEM certificate(s) to trust for an https node. */
+  ca?: string | Buffer;
   timeoutMs?: number;
 }
 
@@ -46,10 +51,13 @@ export interface ExecHandle {
 
 export class NodeClient {
   private readonly agent: http.Agent;
+  private readonly mod: typeof http | typeof https;
 
   constructor(private readonly o: ClientOptions) {
     if (!o.socketPath && !o.url) throw new BerthError('usage', 'a node client needs a socket path or a URL');
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+    const tls = o.url?.startsWith('https:') ?? false;
+    this.agent = tls ? new https.Agent({ keepAlive: true, maxSockets: 64, ca: o.ca }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
+    this.mod = tls ? https : http;
   }
 
   get target(): string {
@@ -66,7 +74,7 @@ export class NodeClient {
     if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
     const base = this.o.url ? new URL(this.o.url) : undefined;
     return new Promise<T>((resolve, reject) => {
-      const req = http.request(
+      const req = this.mod.request(
         {
           agent: this.agent,
           method,
@@ -153,6 +161,73 @@ export class NodeClient {
     return this.request('POST', '/v1/gc');
   }
 
+  /** Raw bytes (blobs, manifests). */
+  async raw(method: string, path: string, body?: Buffer): Promise<Buffer> {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if (body) headers['content-length'] = String(body.length);
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    const base = this.o.url ? new URL(this.o.url) : undefined;
+    return new Promise<Buffer>((resolve, reject) => {
+      const req = this.mod.request(
+        {
+          agent: this.agent,
+          method,
+          path,
+          headers,
+          ...(base ? { host: base.hostname, port: Number(base.port) } : { socketPath: this.o.socketPath }),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const data = Buffer.concat(chunks);
+            if ((res.statusCode ?? 500) >= 400) {
+              try {
+                return reject(BerthError.fromWire((JSON.parse(data.toString('utf8')) as { error?: unknown }).error, res.statusCode));
+              } catch {
+                return reject(new BerthError('internal', `node answered HTTP ${res.statusCode}`));
+              }
+            }
+            resolve(data);
+          });
+          res.on('error', () => reject(interrupted()));
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => reject(unreachable(this.target, err)));
+      req.end(body);
+    });
+  }
+
+  async missingBlobs(hashes: string[]): Promise<string[]> {
+    return (await this.request<{ missing: string[] }>('POST', '/v1/blobs/missing', { hashes })).missing;
+  }
+
+  getBlob(hash: string): Promise<Buffer> {
+    return this.raw('GET', `/v1/blobs/${hash}`);
+  }
+
+  async putBlob(hash: string, data: Buffer): Promise<void> {
+    await this.raw('PUT', `/v1/blobs/${hash}`, data);
+  }
+
+  snapshotManifest(id: string): Promise<Buffer> {
+    return this.raw('GET', `/v1/snapshots/${encodeURIComponent(id)}/manifest`);
+  }
+
+  importSnapshot(req: SnapshotImport): Promise<SnapshotInfo> {
+    return this.request('POST', '/v1/snapshots/import', req);
+  }
+
+  /** Applies a pushed snapshot; a conflict comes back as an error with code `conflict`. */
+  apply(name: string, req: { snapshot: string; since: string }): Promise<ApplyResult> {
+    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/apply`, req);
+  }
+
+  /** A raw TCP stream to a port inside the environment. */
+  connect(name: string, port: number): WebSocket {
+    return this.socket(`/v1/envs/${encodeURIComponent(name)}/connect/${port}`);
+  }
+
   setPool(req: PoolRequest): Promise<PoolInfo> {
     return this.request('PUT', '/v1/pools', req);
   }
@@ -195,7 +270,11 @@ export class NodeClient {
   /** A WebSocket to the node, with auth. */
   socket(path: string): WebSocket {
     const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
-    return new WebSocket(url, { headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}, perMessageDeflate: false });
+    return new WebSocket(url, {
+      headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {},
+      perMessageDeflate: false,
+      ...(this.o.ca ? { ca: this.o.ca } : {}),
+    });
   }
 
   /** A service's logs: the recent tail, then (with follow) new lines as they come. */
@@ -303,7 +382,11 @@ export class NodeClient {
   ): ExecHandle {
     const path = `/v1/envs/${encodeURIComponent(name)}/exec/ws`;
     const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
-    const ws = new WebSocket(url, { headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {}, perMessageDeflate: false });
+    const ws = new WebSocket(url, {
+      headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {},
+      perMessageDeflate: false,
+      ...(this.o.ca ? { ca: this.o.ca } : {}),
+    });
     const queue: Buffer[] = [];
     const sendOrQueue = (b: Buffer): void => {
       if (ws.readyState === WebSocket.OPEN) ws.send(b);

@@ -21,6 +21,9 @@ import { VERSION } from '../core/version.js';
 export interface DaemonOptions {
   /** TCP address (host:port) to listen on besides the unix socket. */
   listen?: string;
+  /** TLS for the TCP listener: a certificate and its key (PEM files). */
+  tlsCert?: string;
+  tlsKey?: string;
   log?: (line: string) => void;
 }
 
@@ -125,13 +128,14 @@ async function start(
   if (opts.listen) {
     const token = loadToken(config.home);
     const [host, portText] = splitHostPort(opts.listen);
-    const srv = createApiServer({ manager, ptys, pools, nodeInfo, log, token }, true);
+    const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : undefined;
+    const srv = createApiServer({ manager, ptys, pools, nodeInfo, log, token }, true, tls);
     servers.push(srv);
     await listen(srv, () => srv.listen(Number(portText), host));
     const addr = srv.address();
     const port = typeof addr === 'object' && addr ? addr.port : Number(portText);
     tcp = { host, port, token };
-    log(`berth: also listening on tcp://${host}:${port} (bearer token in ${join(config.home, 'token')})`);
+    log(`berth: also listening on ${tls ? 'https' : 'tcp'}://${host}:${port} (bearer token in ${join(config.home, 'token')})`);
   }
 
   return {

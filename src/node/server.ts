@@ -1,6 +1,7 @@
 // The node API: HTTP + WebSocket, on a unix socket (filesystem permissions guard it) and,
 // when asked, on TCP with a bearer token on every endpoint.
 import http from 'node:http';
+import https from 'node:https';
 import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -20,6 +21,7 @@ import {
 import { deleteSnapshot, gc, gcTrees, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
 import type { PoolKeeper } from '../env/pools.js';
 import { applyPush, importSnapshot, missingBlobs } from '../env/transfer.js';
+import { fetchFromEnv, FetchRequest } from '../remote/git-remote.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
 import { execBuffered, startExec } from '../env/exec-service.js';
@@ -192,6 +194,21 @@ const ROUTES: Route[] = [
       };
     },
   },
+  {
+    method: 'POST',
+    pattern: /^\/v1\/repos\/fetch$/,
+    handle: async ({ o, req }) => ok(await fetchFromEnv(o.manager.config.cacheRoot, parse(FetchRequest, await readJson(req)))),
+  },
+  {
+    method: 'PATCH',
+    pattern: new RegExp(`^/v1/envs/${NAME}$`),
+    handle: async ({ o, req, params }) => {
+      const body = parse(z.object({ upstream: CreateEnvRequest.shape.upstream }).strict(), await readJson(req));
+      const row = o.manager.row(params[0]!);
+      o.manager.db.updateEnv(row.id, { upstream: body.upstream ? JSON.stringify(body.upstream) : null });
+      return ok(o.manager.get(params[0]!));
+    },
+  },
   { method: 'GET', pattern: /^\/v1\/pools$/, handle: async ({ o }) => ok({ pools: o.pools.list() }) },
   { method: 'PUT', pattern: /^\/v1\/pools$/, handle: async ({ o, req }) => ok(await o.pools.set(parse(PoolRequest, await readJson(req)))) },
   {
@@ -246,14 +263,15 @@ function ok(body: unknown): Reply {
   return { status: 200, body };
 }
 
-export function createApiServer(o: ServerOptions, requireToken: boolean): http.Server {
+export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: { cert: Buffer; key: Buffer }): http.Server {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * 1024 * 1024 });
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     route(o, req, res, requireToken).then(
       (r) => send(res, r),
       (err: unknown) => sendError(res, err, o.log),
     );
-  });
+  };
+  const server: http.Server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
   server.keepAliveTimeout = 60_000;
   server.on('berth:shutdown', () => {
     for (const c of wss.clients) c.terminate();

@@ -6,12 +6,30 @@ import { BerthError } from '../../core/errors.js';
 import { isRemoteRepo } from '../../workspace/git.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
+import { target } from '../nodes.js';
+import { place } from '../placement.js';
+import { listAll } from './remote.js';
 import { envTable, printJson } from '../output.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
     boolean: ['json', 'no-trust', 'no-pool'],
-    value: ['repo', 'ref', 'toolchain', 'agent', 'task', 'network', 'memory', 'cpus', 'pids', 'identity', 'snapshot', 'ttl', 'idle-ttl'],
+    value: [
+      'repo',
+      'ref',
+      'toolchain',
+      'agent',
+      'task',
+      'network',
+      'memory',
+      'cpus',
+      'pids',
+      'identity',
+      'snapshot',
+      'ttl',
+      'idle-ttl',
+      'operator',
+    ],
   });
   const name = p.positionals[0];
   if (!name || p.positionals.length > 1)
@@ -36,9 +54,13 @@ export async function cmdNew(argv: string[]): Promise<number> {
   if (mem !== undefined) limits.memoryMb = Math.round(mem);
   if (cpus !== undefined) limits.cpus = cpus;
   if (pids !== undefined) limits.pids = Math.round(pids);
-  const client = await connectLocal({ autostart: true });
+  const operator = flag(p, 'operator');
+  const placed = operator ? place(operator, name) : { target: name, reason: undefined };
+  const t = await target(placed.target);
+  const client = t.client;
   const env = await client.createEnv({
-    name,
+    name: t.env,
+    ...(operator && placed.reason ? { placement: { operator, reason: placed.reason } } : {}),
     repo,
     ref: flag(p, 'ref'),
     toolchain: flag(p, 'toolchain'),
@@ -60,7 +82,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
 }
 
 export async function cmdLs(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  const p = parseArgs(argv, { boolean: ['json', 'all'], value: [] });
+  if (bool(p, 'all')) return listAll(bool(p, 'json'));
   const client = await connectLocal({ autostart: true });
   const envs = await client.listEnvs();
   client.close();
@@ -73,11 +96,16 @@ export async function cmdRm(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json', 'discard'], value: [] });
   if (p.positionals.length === 0) throw new BerthError('usage', 'usage: berth rm NAME [NAME...] [--discard]');
   const client = await connectLocal({ autostart: true });
+  client.close();
   const removed: Array<{ removed: string; snapshot: string | null }> = [];
-  try {
-    for (const name of p.positionals) removed.push(await client.removeEnv(name, { discard: bool(p, 'discard') }));
-  } finally {
-    client.close();
+  for (const name of p.positionals) {
+    const t = await target(name);
+    try {
+      const r = await t.client.removeEnv(t.env, { discard: bool(p, 'discard') });
+      removed.push({ ...r, removed: name });
+    } finally {
+      t.client.close();
+    }
   }
   if (bool(p, 'json'))
     printJson({ removed: removed.map((r) => r.removed), snapshots: Object.fromEntries(removed.map((r) => [r.removed, r.snapshot])) });
@@ -102,9 +130,10 @@ export async function cmdDescribe(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json'], value: [] });
   const name = p.positionals[0];
   if (!name) throw new BerthError('usage', 'usage: berth describe NAME');
-  const client = await connectLocal({ autostart: true });
-  const full = bool(p, 'json') ? await client.describe(name) : undefined;
-  const env = full ? (full as unknown as Awaited<ReturnType<typeof client.getEnv>>) : await client.getEnv(name);
+  const t = await target(name);
+  const client = t.client;
+  const full = bool(p, 'json') ? await client.describe(t.env) : undefined;
+  const env = full ? (full as unknown as Awaited<ReturnType<typeof client.getEnv>>) : await client.getEnv(t.env);
   client.close();
   if (full) printJson(full);
   else {
@@ -146,13 +175,14 @@ export async function cmdExec(argv: string[]): Promise<number> {
     timeoutMs: timeout ? Math.round(timeout * 1000) : undefined,
     ...(bool(p, 'resume') ? { resume: true } : {}),
   };
-  const client = await connectLocal({ autostart: true });
+  const t = await target(name);
+  const client = t.client;
   const json = bool(p, 'json');
   const useStdin = !process.stdin.isTTY;
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const handle = client.execStream(
-    name,
+    t.env,
     { ...req, interactiveStdin: useStdin },
     {
       stdout: (c) => (json ? out.push(c) : process.stdout.write(c)),

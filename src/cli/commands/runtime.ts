@@ -5,6 +5,7 @@ import { BerthError, ERROR_TABLE } from '../../core/errors.js';
 import type { ServiceInfo, VerifyResult } from '../../core/api.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
+import { target } from '../nodes.js';
 import { printJson, table } from '../output.js';
 
 export async function cmdService(argv: string[]): Promise<number> {
@@ -14,17 +15,18 @@ export async function cmdService(argv: string[]): Promise<number> {
   const usage =
     'usage: berth service start|stop|ls ENV [SERVICE] [--ready tcp:PORT|http:PORT/PATH|cmd:CMD] [--restart no|on-failure|always] [-- CMD...]';
   if (!envName || !['start', 'stop', 'ls'].includes(sub ?? '')) throw new BerthError('usage', usage);
-  const client = await connectLocal({ autostart: true });
+  const t = await target(envName);
+  const client = t.client;
   try {
     if (sub === 'ls') {
-      const list = await client.services(envName);
+      const list = await client.services(t.env);
       if (bool(p, 'json')) printJson(list);
       else process.stdout.write(serviceTable(list) + '\n');
       return 0;
     }
     if (!service) throw new BerthError('usage', usage);
     if (sub === 'stop') {
-      const s = await client.stopService(envName, service);
+      const s = await client.stopService(t.env, service);
       if (bool(p, 'json')) printJson(s);
       else process.stdout.write(`${s.name} ${s.state}\n`);
       return 0;
@@ -40,7 +42,7 @@ export async function cmdService(argv: string[]): Promise<number> {
       env[kv.slice(0, i)] = kv.slice(i + 1);
     }
     const timeout = numberFlag(p, 'ready-timeout');
-    const s = await client.startService(envName, {
+    const s = await client.startService(t.env, {
       name: service,
       argv: p.rest.length ? p.rest : undefined,
       ready: ready ? parseReadiness(ready) : undefined,
@@ -90,9 +92,10 @@ export async function cmdLogs(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['follow'], value: ['tail'] });
   const [envName, service] = p.positionals;
   if (!envName || !service) throw new BerthError('usage', 'usage: berth logs ENV SERVICE [-f] [--tail BYTES]');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(envName);
+  const client = t.client;
   const tail = numberFlag(p, 'tail');
-  const stream = client.logs(envName, service, { follow: bool(p, 'follow'), tailBytes: tail }, (c) => process.stdout.write(c));
+  const stream = client.logs(t.env, service, { follow: bool(p, 'follow'), tailBytes: tail }, (c) => process.stdout.write(c));
   process.on('SIGINT', () => stream.stop());
   process.stdout.on('error', () => stream.stop());
   try {
@@ -108,9 +111,10 @@ export async function cmdVerify(argv: string[]): Promise<number> {
   const envName = p.positionals[0];
   if (!envName) throw new BerthError('usage', 'usage: berth verify ENV [--http URL]... [--screenshot URL]... [--test CMD [--junit PATH]]');
   const test = flag(p, 'test');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(envName);
+  const client = t.client;
   try {
-    const r = await client.verify(envName, {
+    const r = await client.verify(t.env, {
       http: p.flags.get('http'),
       screenshot: p.flags.get('screenshot'),
       test: test ? { argv: ['/bin/sh', '-c', test], junit: flag(p, 'junit') } : undefined,
@@ -145,11 +149,12 @@ export async function cmdShell(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['list', 'json'], value: ['watch'] });
   const envName = p.positionals[0];
   if (!envName) throw new BerthError('usage', 'usage: berth shell ENV [--watch SESSION | --list] [-- CMD...]');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(envName);
+  const client = t.client;
   if (bool(p, 'list')) {
     const r = await client.request<{ sessions: Array<{ id: string; argv: string[]; startedAt: string; watchers: number }> }>(
       'GET',
-      `/v1/envs/${encodeURIComponent(envName)}/pty`,
+      `/v1/envs/${encodeURIComponent(t.env)}/pty`,
     );
     client.close();
     if (bool(p, 'json')) printJson(r.sessions);
@@ -166,7 +171,7 @@ export async function cmdShell(argv: string[]): Promise<number> {
   const tty = stdin.isTTY === true;
   const watch = flag(p, 'watch');
   const term = client.pty(
-    envName,
+    t.env,
     { cols: process.stdout.columns ?? 80, rows: process.stdout.rows ?? 24, argv: p.rest.length ? p.rest : undefined, watch },
     (c) => process.stdout.write(c),
   );
@@ -216,9 +221,10 @@ export async function cmdBatch(argv: string[]): Promise<number> {
     .filter((l) => l && !l.startsWith('#'));
   if (lines.length === 0) throw new BerthError('usage', 'the batch has no commands', 'put one command per line on standard input');
   const timeout = numberFlag(p, 'timeout');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(envName);
+  const client = t.client;
   try {
-    const r = await client.batch(envName, {
+    const r = await client.batch(t.env, {
       steps: lines.map((l) => ({ argv: ['/bin/sh', '-c', l], timeoutMs: timeout ? Math.round(timeout * 1000) : undefined })),
       stopOnError: !bool(p, 'keep-going'),
     });

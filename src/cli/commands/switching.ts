@@ -5,6 +5,7 @@ import { BerthError } from '../../core/errors.js';
 import { encodeIdentity, identityHash, type Identity } from '../../core/identity.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
+import { target } from '../nodes.js';
 import { printJson, table } from '../output.js';
 
 export async function cmdPause(argv: string[]): Promise<number> {
@@ -19,9 +20,10 @@ async function pauseOrResume(argv: string[], what: 'pause' | 'resume'): Promise<
   const p = parseArgs(argv, { boolean: ['json'], value: [] });
   const name = p.positionals[0];
   if (!name) throw new BerthError('usage', `usage: berth ${what} NAME`);
-  const client = await connectLocal({ autostart: true });
+  const t = await target(name);
+  const client = t.client;
   try {
-    const env = what === 'pause' ? await client.pause(name) : await client.resume(name);
+    const env = what === 'pause' ? await client.pause(t.env) : await client.resume(t.env);
     if (bool(p, 'json')) printJson(env);
     else process.stdout.write(`${env.name} ${env.state}\n`);
     return 0;
@@ -34,12 +36,13 @@ export async function cmdId(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json', 'snap'], value: [] });
   const name = p.positionals[0];
   if (!name) throw new BerthError('usage', 'usage: berth id NAME [--snap]');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(name);
+  const client = t.client;
   try {
-    let id = await client.identity(name);
+    let id = await client.identity(t.env);
     // --snap pins the current work too: the identity then recreates this exact state.
     if (bool(p, 'snap')) {
-      const s = await client.snap(name);
+      const s = await client.snap(t.env);
       const pins: Identity = {
         repo: id.repo,
         ref: id.ref,
@@ -61,9 +64,10 @@ export async function cmdSnap(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json'], value: ['artifact'] });
   const name = p.positionals[0];
   if (!name) throw new BerthError('usage', 'usage: berth snap NAME [--artifact PATH]...');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(name);
+  const client = t.client;
   try {
-    const s = await client.snap(name, { artifacts: p.flags.get('artifact') });
+    const s = await client.snap(t.env, { artifacts: p.flags.get('artifact') });
     if (bool(p, 'json')) printJson(s);
     else process.stdout.write(`${s.id}\n`);
     return 0;
@@ -95,9 +99,10 @@ export async function cmdRestore(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json'], value: [] });
   const [name, snapshot] = p.positionals;
   if (!name || !snapshot) throw new BerthError('usage', 'usage: berth restore NAME SNAPSHOT');
-  const client = await connectLocal({ autostart: true });
+  const t = await target(name);
+  const client = t.client;
   try {
-    const r = await client.restore(name, snapshot);
+    const r = await client.restore(t.env, snapshot);
     if (bool(p, 'json')) printJson(r);
     else process.stdout.write(`${name} restored to ${r.restored}\n`);
     return 0;

@@ -10,8 +10,9 @@ import { bool, flag, parseArgs } from '../args.js';
 import { ensureToolchain } from './toolchain.js';
 
 export async function cmdDaemon(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: [], value: ['listen'] });
-  const d = await startDaemon({ listen: flag(p, 'listen') });
+  const p = parseArgs(argv, { boolean: [], value: ['listen', 'tls-cert', 'tls-key'] });
+  if (!!flag(p, 'tls-cert') !== !!flag(p, 'tls-key')) throw new BerthError('usage', '--tls-cert and --tls-key go together');
+  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key') });
   await waitForSignal();
   await d.close();
   return 0;

@@ -1,0 +1,384 @@
+// Many nodes: node add/ls/rm, ls --all, enter (pull local, or --attach), push, forward.
+import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { BerthError } from '../../core/errors.js';
+import { encodeIdentity, type Identity } from '../../core/identity.js';
+import type { EnvInfo, SnapshotInfo } from '../../core/api.js';
+import type { NodeClient } from '../../client/client.js';
+import { bool, flag, parseArgs } from '../args.js';
+import { connectLocal } from '../connect.js';
+import { clientFor, loadNodes, normalizeUrl, saveNodes, target } from '../nodes.js';
+import { envTable, printJson, table } from '../output.js';
+import { Progress } from '../progress.js';
+import { cmdShell } from './runtime.js';
+import { transferToolchain } from './toolchain.js';
+import { discoverEngine } from '../../engine/discovery.js';
+import { registryFromEnv } from '../../remote/registry.js';
+import { cacheTarget } from '../../workspace/cache-keys.js';
+
+export async function cmdNode(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const p = parseArgs(rest, { boolean: ['json'], value: ['token-file', 'token', 'ca', 'registry'] });
+  const nodes = loadNodes();
+  if (sub === 'add') {
+    const [name, url] = p.positionals;
+    if (!name || !url) throw new BerthError('usage', 'usage: berth node add NAME tcp://HOST:PORT --token-file FILE [--ca FILE]');
+    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(name))
+      throw new BerthError('invalid_name', `invalid node name ${JSON.stringify(name)}`, 'use lowercase letters, digits and dashes');
+    const entry = {
+      url: normalizeUrl(url),
+      ...(flag(p, 'token-file') ? { tokenFile: flag(p, 'token-file') } : {}),
+      ...(flag(p, 'token') ? { token: flag(p, 'token') } : {}),
+      ...(flag(p, 'ca') ? { ca: flag(p, 'ca') } : {}),
+      ...(flag(p, 'registry') ? { registry: flag(p, 'registry') } : {}),
+    };
+    saveNodes({ ...nodes, [name]: entry });
+    const client = clientFor(name);
+    try {
+      const info = await client.node(AbortSignal.timeout(10_000));
+      if (bool(p, 'json')) printJson({ name, ...entry, node: info });
+      else process.stdout.write(`added ${name}: node ${info.node} (${info.engine.name} ${info.engine.version}) at ${entry.url}\n`);
+    } catch (err) {
+      saveNodes(nodes); // nothing half-added
+      throw err;
+    } finally {
+      client.close();
+    }
+    return 0;
+  }
+  if (sub === 'rm') {
+    const name = p.positionals[0];
+    if (!name || !nodes[name]) throw new BerthError('not_found', `no node named ${name ?? ''}`, 'see `berth node ls`');
+    delete nodes[name];
+    saveNodes(nodes);
+    process.stdout.write(`removed ${name}\n`);
+    return 0;
+  }
+  if (sub === 'ls') {
+    const rows = await Promise.all(
+      Object.entries(nodes).map(async ([name, n]) => {
+        const c = clientFor(name);
+        try {
+          const info = await c.node(AbortSignal.timeout(5000));
+          return { name, url: n.url, reachable: true, node: info.node, engine: `${info.engine.name} ${info.engine.version}`, error: null };
+        } catch (err) {
+          return { name, url: n.url, reachable: false, node: null, engine: null, error: (err as Error).message };
+        } finally {
+          c.close();
+        }
+      }),
+    );
+    if (bool(p, 'json')) printJson(rows);
+    else
+      process.stdout.write(
+        table([
+          ['NODE', 'URL', 'STATUS', 'ENGINE'],
+          ...rows.map((r) => [r.name, r.url, r.reachable ? 'up' : `down: ${r.error ?? ''}`, r.engine ?? '-']),
+        ]) + '\n',
+      );
+    return 0;
+  }
+  throw new BerthError('usage', 'usage: berth node add NAME tcp://HOST:PORT --token-file FILE | berth node ls | berth node rm NAME');
+}
+
+/** `ls --all`: every environment on every node, side by side. */
+export async function listAll(json: boolean): Promise<number> {
+  const local = await connectLocal({ autostart: true });
+  const results: Array<EnvInfo & { node: string }> = [];
+  const problems: string[] = [];
+  const jobs: Array<Promise<void>> = [
+    local.listEnvs().then((l) => void results.push(...l.map((e) => ({ ...e, node: 'local' })))),
+    ...Object.keys(loadNodes()).map(async (name) => {
+      const c = clientFor(name);
+      try {
+        const l = await c.listEnvs(AbortSignal.timeout(10_000));
+        results.push(...l.map((e) => ({ ...e, node: name })));
+      } catch (err) {
+        problems.push(`${name}: ${(err as Error).message}`);
+      } finally {
+        c.close();
+      }
+    }),
+  ];
+  await Promise.all(jobs);
+  local.close();
+  results.sort((a, b) => (a.node + a.name).localeCompare(b.node + b.name));
+  if (json) printJson({ envs: results, unreachable: problems });
+  else {
+    const rows = [['NODE/NAME', 'STATE', 'COMMIT', 'AGENT', 'TASK']];
+    for (const e of results)
+      rows.push([
+        e.node === 'local' ? e.name : `${e.node}/${e.name}`,
+        e.state,
+        e.commit.slice(0, 12),
+        e.labels.agent ?? '-',
+        e.labels.task ?? '-',
+      ]);
+    process.stdout.write(table(rows) + '\n');
+    for (const p of problems) process.stderr.write(`berth: node ${p}\n`);
+  }
+  void envTable;
+  return problems.length ? 10 : 0;
+}
+
+interface NodeEntryWithRegistry {
+  url: string;
+  registry?: string;
+  ca?: string;
+}
+
+/** Copies the blobs a snapshot needs from one node to another, only those missing there. */
+async function moveSnapshot(
+  from: NodeClient,
+  to: NodeClient,
+  id: string,
+  meta: { repo: string; toolchain: string; cacheKeys: Record<string, string>; env: string; reason: string },
+  bar: Progress,
+): Promise<SnapshotInfo> {
+  const manifestBytes = await from.snapshotManifest(id);
+  const manifest = JSON.parse(manifestBytes.toString('utf8')) as { entries: Array<{ blob?: string; size?: number }> };
+  const hashes = [id.slice('sha256:'.length), ...new Set(manifest.entries.map((e) => e.blob).filter((b): b is string => !!b))];
+  const missing = await to.missingBlobs(hashes);
+  let moved = 0;
+  for (const [i, h] of missing.entries()) {
+    const data = h === id.slice(7) ? manifestBytes : await from.getBlob(h);
+    await to.putBlob(h, data);
+    moved += data.length;
+    bar.update(`snapshot ${i + 1}/${missing.length} blobs, ${(moved / 1e6).toFixed(2)} MB`, (i + 1) / missing.length);
+  }
+  return to.importSnapshot({
+    id,
+    repo: meta.repo,
+    toolchain: meta.toolchain,
+    cacheKeys: meta.cacheKeys,
+    env: meta.env,
+    reason: meta.reason,
+  });
+}
+
+export async function cmdEnter(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['attach', 'no-shell', 'json'], value: ['as', 'registry'] });
+  const what = p.positionals[0];
+  if (!what) throw new BerthError('usage', 'usage: berth enter NODE/ENV [--attach] [--no-shell] [--as NAME]');
+  if (bool(p, 'attach')) return cmdShell([what, ...(p.rest.length ? ['--', ...p.rest] : [])]);
+  const t = await target(what);
+  if (!t.node) throw new BerthError('usage', `${what} is already on this node`, `use \`berth shell ${what}\``);
+  const t0 = performance.now();
+  const remote = t.client;
+  const entry = loadNodes()[t.node] as NodeEntryWithRegistry;
+  const bar = new Progress('enter', bool(p, 'json'));
+  const local = await connectLocal({ autostart: true });
+  const localName = flag(p, 'as') ?? t.env;
+  let created = false;
+  try {
+    // 1. The identity, with the agent's work pinned in a fresh snapshot.
+    bar.update(`snapshot of ${what}`);
+    const info = await remote.getEnv(t.env);
+    const snap = await remote.snap(t.env);
+    const identity: Identity = {
+      repo: info.repo,
+      ref: info.commit,
+      toolchain: info.toolchain,
+      snapshot: snap.id,
+      ...(Object.keys(info.cacheKeys).length ? { cacheKeys: info.cacheKeys } : {}),
+    };
+    // 2. The toolchain, by digest, from the registry when this node lacks it.
+    const { engine } = await discoverEngine({});
+    const haveImage = await engine.inspectImage(info.toolchain);
+    engine.close();
+    if (!haveImage) {
+      const registry = flag(p, 'registry') ?? entry.registry ?? registryFromEnv();
+      if (!registry)
+        throw new BerthError(
+          'image_missing',
+          `toolchain ${info.toolchain.slice(0, 19)} is not on this node and no registry is known`,
+          'give --registry, or set BERTH_REGISTRY',
+        );
+      await transferToolchain('pull', info.toolchain, registry, bool(p, 'json'));
+    }
+    // 3. The commits, with git's own transport through berth's connection.
+    bar.update('commits');
+    const token = (remote as unknown as { o: { token?: string } }).o.token;
+    await local.request('POST', '/v1/repos/fetch', {
+      repo: info.repo,
+      commits: [info.commit],
+      remote: { url: entry.url, token, env: t.env, ...(entry.ca ? { ca: readFileSync(entry.ca, 'utf8') } : {}) },
+    });
+    // 4. The snapshot's blobs, only those missing here.
+    await moveSnapshot(
+      remote,
+      local,
+      snap.id,
+      { repo: info.repo, toolchain: info.toolchain, cacheKeys: info.cacheKeys, env: localName, reason: 'entered' },
+      bar,
+    );
+    // 5. A local environment from the identity.
+    bar.update('starting the local environment');
+    const env = await local.createEnv({
+      name: localName,
+      identity: encodeIdentity(identity),
+      noPool: true,
+      upstream: { node: t.node, env: t.env, url: entry.url, snapshot: snap.id },
+    });
+    created = true;
+    // 6. Caches by key: from the remote environment when the local one is empty.
+    for (const [kind] of Object.entries(info.cacheKeys)) {
+      const dir = cacheTarget(kind);
+      if (!dir) continue;
+      const probe = await local.exec(localName, { argv: ['sh', '-c', `ls -A ${dir} 2>/dev/null | head -c 1`] });
+      if (Buffer.from(probe.stdout, 'base64').length > 0) continue;
+      bar.update(`cache ${kind}`);
+      await pipeCache(remote, t.env, local, localName, dir);
+    }
+    const ms = Math.round(performance.now() - t0);
+    bar.done(`${localName} is here (${ms} ms); \`berth push ${localName}\` sends your changes back`);
+    if (bool(p, 'json')) printJson({ ...env, enterMs: ms });
+    if (bool(p, 'no-shell') || bool(p, 'json')) return 0;
+    return await cmdShell([localName]);
+  } catch (err) {
+    if (created) await local.removeEnv(localName, { discard: true }).catch(() => {});
+    throw err;
+  } finally {
+    remote.close();
+    local.close();
+  }
+}
+
+/** A cache directory from one environment into another, as a tar stream between two execs. */
+async function pipeCache(from: NodeClient, fromEnv: string, to: NodeClient, toEnv: string, dir: string): Promise<void> {
+  const writer = to.execStream(
+    toEnv,
+    { argv: ['tar', '-C', dir, '-xf', '-'], interactiveStdin: true },
+    { stdout: () => {}, stderr: () => {} },
+  );
+  const reader = from.execStream(
+    fromEnv,
+    { argv: ['tar', '-C', dir, '-cf', '-', '.'] },
+    { stdout: (c) => writer.writeStdin(c), stderr: () => {} },
+  );
+  await reader.wait();
+  writer.endStdin();
+  await writer.wait();
+}
+
+export async function cmdPush(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  const name = p.positionals[0];
+  if (!name) throw new BerthError('usage', 'usage: berth push NAME');
+  const local = await connectLocal({ autostart: true });
+  const t0 = performance.now();
+  try {
+    const env = await local.getEnv(name);
+    if (!env.upstream)
+      throw new BerthError(
+        'invalid_request',
+        `${name} was not entered from another node`,
+        'push works on environments made by `berth enter NODE/ENV`',
+      );
+    const up = env.upstream;
+    const remote = clientFor(up.node);
+    const bar = new Progress('push', bool(p, 'json'));
+    try {
+      const mine = await local.snap(name, { artifacts: [] });
+      await moveSnapshot(
+        local,
+        remote,
+        mine.id,
+        { repo: env.repo, toolchain: env.toolchain, cacheKeys: env.cacheKeys, env: up.env, reason: 'pushed' },
+        bar,
+      );
+      let r;
+      try {
+        r = await remote.apply(up.env, { snapshot: mine.id, since: up.snapshot });
+      } catch (err) {
+        if (err instanceof BerthError && err.code === 'conflict') {
+          const files = /in (.+)$/.exec(err.message)?.[1]?.split(', ') ?? [];
+          for (const f of files) process.stderr.write(`CONFLICT (content): Merge conflict in ${f}\n`);
+          throw new BerthError(
+            'conflict',
+            `push failed: the agent changed ${files.length} of the same file(s); nothing was overwritten`,
+            `see its changes with \`berth exec ${up.node}/${up.env} -- git diff\`, then enter again`,
+          );
+        }
+        throw err;
+      }
+      await local.request('PATCH', `/v1/envs/${encodeURIComponent(name)}`, { upstream: { ...up, snapshot: mine.id } });
+      const ms = Math.round(performance.now() - t0);
+      bar.done(`${r.files.length} file(s) applied to ${up.node}/${up.env} (${ms} ms)`);
+      if (bool(p, 'json')) printJson({ ...r, pushMs: ms });
+      return 0;
+    } finally {
+      remote.close();
+    }
+  } finally {
+    local.close();
+  }
+}
+
+export async function cmdForward(argv: string[]): Promise<number> {
+  const p = parseArgs(argv, { boolean: ['json'], value: ['local'] });
+  const [what, portText] = p.positionals;
+  const port = Number(portText);
+  if (!what || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw new BerthError('usage', 'usage: berth forward [NODE/]ENV PORT [--local PORT]');
+  const t = await target(what);
+  await t.client.getEnv(t.env);
+  const localPort = Number(flag(p, 'local') ?? port);
+  const server = createServer((sock) => {
+    sock.pause();
+    const ws = t.client.connect(t.env, port);
+    ws.on('message', (d, bin) => {
+      if (bin) sock.write(d as Buffer);
+      else sock.resume();
+    });
+    ws.on('close', () => sock.end());
+    ws.on('error', () => sock.destroy());
+    sock.on('data', (c: Buffer) => ws.readyState === ws.OPEN && ws.send(c));
+    sock.on('close', () => ws.close());
+    sock.on('error', () => ws.close());
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new BerthError('already_exists', `local port ${localPort} is in use`, 'pick another with --local PORT')
+          : err,
+      ),
+    );
+    server.listen(localPort, '127.0.0.1', () => resolve());
+  });
+  const addr = server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : localPort;
+  if (bool(p, 'json')) printJson({ env: what, port, local: `127.0.0.1:${bound}` });
+  else process.stderr.write(`berth: ${what} port ${port} is on 127.0.0.1:${bound}; Ctrl-C stops\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  server.close();
+  t.client.close();
+  return 0;
+}
+
+/** The other half of `git fetch ext::…`: git's protocol over stdio, upload-pack in the environment. */
+export async function cmdGitUploadPack(argv: string[]): Promise<number> {
+  const service = argv[0];
+  if (service !== 'git-upload-pack') throw new BerthError('usage', 'only git-upload-pack is served');
+  const url = process.env.BERTH_UPLOAD_URL;
+  const env = process.env.BERTH_UPLOAD_ENV;
+  if (!url || !env) throw new BerthError('usage', 'BERTH_UPLOAD_URL and BERTH_UPLOAD_ENV are required');
+  const { NodeClient: Client } = await import('../../client/client.js');
+  const client = new Client({ url, token: process.env.BERTH_UPLOAD_TOKEN || undefined, ca: process.env.BERTH_UPLOAD_CA || undefined });
+  const handle = client.execStream(
+    env,
+    { argv: ['git', '-c', 'uploadpack.allowAnySHA1InWant=true', 'upload-pack', '--strict', '/workspace/.git'], interactiveStdin: true },
+    { stdout: (c) => process.stdout.write(c), stderr: (c) => process.stderr.write(c) },
+  );
+  process.stdin.on('data', (c: Buffer) => handle.writeStdin(c));
+  process.stdin.on('end', () => handle.endStdin());
+  const r = await handle.wait();
+  client.close();
+  process.stdin.destroy();
+  return r.exitCode;
+}
