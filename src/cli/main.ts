@@ -6,6 +6,7 @@ import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
 import { cmdToolchain } from './commands/toolchain.js';
 import { cmdBatch, cmdLogs, cmdService, cmdShell, cmdVerify } from './commands/runtime.js';
 import { cmdEnter, cmdForward, cmdGitUploadPack, cmdNode, cmdPush } from './commands/remote.js';
+import { cmdSshConfig, cmdSshProxy } from './commands/ssh.js';
 import { cmdFork, cmdGc, cmdId, cmdPause, cmdPool, cmdRestore, cmdResume, cmdSnap, cmdSnapshots } from './commands/switching.js';
 import { cmdDaemon, cmdUp } from './commands/up.js';
 
@@ -68,6 +69,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   push: cmdPush,
   forward: cmdForward,
   'git-upload-pack': cmdGitUploadPack,
+  'ssh-config': cmdSshConfig,
+  'ssh-proxy': cmdSshProxy,
 };
 
 const LATER = new Set(['drift', 'ci', 'mcp']);
