@@ -796,8 +796,8 @@ async function idleEnvironments(node: BerthNode, repo: string): Promise<void> {
   let stopped: string | undefined;
   const until = performance.now() + Math.min(opts['idle-seconds'] * 1000, Math.max(0, remainingMs() - 90_000));
   const t0 = performance.now();
-  const worker = async (): Promise<void> => {
-    while (next < opts.idle && stopped === undefined) {
+  const worker = async (upTo: number): Promise<void> => {
+    while (next < upTo && stopped === undefined) {
       if (performance.now() > until) {
         stopped ??= `time bound reached after ${made.length} environments`;
         return;
@@ -815,7 +815,11 @@ async function idleEnvironments(node: BerthNode, repo: string): Promise<void> {
   };
   log(`idle: creating up to ${opts.idle} environments, ${opts['idle-concurrency']} at a time`);
   try {
-    await Promise.all(Array.from({ length: Math.max(1, opts['idle-concurrency']) }, worker));
+    // The first one alone: it makes the daemon's mirror of the repository. Concurrent first
+    // creates of a repository the daemon has not mirrored yet can race in `git init` of the
+    // mirror ("cannot copy .../info/exclude: File exists"), which is not what this measures.
+    await worker(Math.min(1, opts.idle));
+    await Promise.all(Array.from({ length: Math.max(1, opts['idle-concurrency']) }, () => worker(opts.idle)));
     out.made = made.length;
     out.create_seconds = r1((performance.now() - t0) / 1000);
     out.create_p50_ms = p50(createMs);

@@ -60,6 +60,11 @@ export class NodeClient {
     this.mod = tls ? https : http;
   }
 
+  /** The bearer token this client presents (to hand to a helper process). */
+  get token(): string | undefined {
+    return this.o.token;
+  }
+
   get target(): string {
     return this.o.url ?? `unix://${this.o.socketPath}`;
   }

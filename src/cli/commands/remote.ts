@@ -135,9 +135,12 @@ async function moveSnapshot(
   id: string,
   meta: { repo: string; toolchain: string; cacheKeys: Record<string, string>; env: string; reason: string },
   bar: Progress,
-): Promise<SnapshotInfo> {
+): Promise<SnapshotInfo & { transferred: { blobs: number; bytes: number }; head: { branch: string | null; commit: string | null } }> {
   const manifestBytes = await from.snapshotManifest(id);
-  const manifest = JSON.parse(manifestBytes.toString('utf8')) as { entries: Array<{ blob?: string; size?: number }> };
+  const manifest = JSON.parse(manifestBytes.toString('utf8')) as {
+    entries: Array<{ blob?: string; size?: number }>;
+    head?: { branch: string | null; commit: string | null };
+  };
   const hashes = [id.slice('sha256:'.length), ...new Set(manifest.entries.map((e) => e.blob).filter((b): b is string => !!b))];
   const missing = await to.missingBlobs(hashes);
   let moved = 0;
@@ -147,7 +150,7 @@ async function moveSnapshot(
     moved += data.length;
     bar.update(`snapshot ${i + 1}/${missing.length} blobs, ${(moved / 1e6).toFixed(2)} MB`, (i + 1) / missing.length);
   }
-  return to.importSnapshot({
+  const info = await to.importSnapshot({
     id,
     repo: meta.repo,
     toolchain: meta.toolchain,
@@ -155,6 +158,7 @@ async function moveSnapshot(
     env: meta.env,
     reason: meta.reason,
   });
+  return { ...info, transferred: { blobs: missing.length, bytes: moved }, head: manifest.head ?? { branch: null, commit: null } };
 }
 
 export async function cmdEnter(argv: string[]): Promise<number> {
@@ -197,22 +201,22 @@ export async function cmdEnter(argv: string[]): Promise<number> {
         );
       await transferToolchain('pull', info.toolchain, registry, bool(p, 'json'));
     }
-    // 3. The commits, with git's own transport through berth's connection.
-    bar.update('commits');
-    const token = (remote as unknown as { o: { token?: string } }).o.token;
-    await local.request('POST', '/v1/repos/fetch', {
-      repo: info.repo,
-      commits: [info.commit],
-      remote: { url: entry.url, token, env: t.env, ...(entry.ca ? { ca: readFileSync(entry.ca, 'utf8') } : {}) },
-    });
-    // 4. The snapshot's blobs, only those missing here.
-    await moveSnapshot(
+    // 3. The snapshot's blobs, only those missing here (a retry sends only what is left).
+    const moved = await moveSnapshot(
       remote,
       local,
       snap.id,
       { repo: info.repo, toolchain: info.toolchain, cacheKeys: info.cacheKeys, env: localName, reason: 'entered' },
       bar,
     );
+    // 4. The commits (the base, and the agent's own), with git's own transport through berth.
+    bar.update('commits');
+    const head = moved.head.commit && moved.head.commit !== info.commit ? moved.head.commit : null;
+    await local.request('POST', '/v1/repos/fetch', {
+      repo: info.repo,
+      commits: head ? [info.commit, head] : [info.commit],
+      remote: { url: entry.url, token: remote.token, env: t.env, ...(entry.ca ? { ca: readFileSync(entry.ca, 'utf8') } : {}) },
+    });
     // 5. A local environment from the identity.
     bar.update('starting the local environment');
     const env = await local.createEnv({
@@ -222,6 +226,11 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       upstream: { node: t.node, env: t.env, url: entry.url, snapshot: snap.id },
     });
     created = true;
+    // The agent's commits as commits: the branch moves to its HEAD, the rest stays as changes.
+    if (head) {
+      const r = await local.exec(localName, { argv: ['git', 'reset', '-q', '--mixed', head] });
+      if (r.exitCode !== 0) throw new BerthError('internal', `could not put ${localName} on the agent's commit ${head.slice(0, 12)}`);
+    }
     // 6. Caches by key: from the remote environment when the local one is empty.
     for (const [kind] of Object.entries(info.cacheKeys)) {
       const dir = cacheTarget(kind);
@@ -233,7 +242,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     }
     const ms = Math.round(performance.now() - t0);
     bar.done(`${localName} is here (${ms} ms); \`berth push ${localName}\` sends your changes back`);
-    if (bool(p, 'json')) printJson({ ...env, enterMs: ms });
+    if (bool(p, 'json')) printJson({ ...env, enterMs: ms, transferred: moved.transferred, toolchainPulled: !haveImage });
     if (bool(p, 'no-shell') || bool(p, 'json')) return 0;
     return await cmdShell([localName]);
   } catch (err) {

@@ -25,7 +25,11 @@ function hostKey(): { privateKey: string; publicLine: string } {
     writeFileSync(keyPath, k.private, { mode: 0o600 });
     writeFileSync(keyPath + '.pub', k.public + '\n');
   }
-  const pub = readFileSync(keyPath + '.pub', 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
+  const pub = readFileSync(keyPath + '.pub', 'utf8')
+    .trim()
+    .split(/\s+/)
+    .slice(0, 2)
+    .join(' ');
   return { privateKey: readFileSync(keyPath, 'utf8'), publicLine: pub };
 }
 
@@ -55,7 +59,10 @@ export async function cmdSshConfig(argv: string[]): Promise<number> {
   const block = [
     '# berth environments: `ssh NAME.berth` (local) or `ssh NAME.NODE.berth`',
     'Host *.berth',
-    `  ProxyCommand env ${['BERTH_HOME', 'BERTH_ENGINE', 'BERTH_CACHE'].filter((k) => k === 'BERTH_HOME' || process.env[k]).map((k) => `${k}=${k === 'BERTH_HOME' ? berthHome() : process.env[k]}`).join(' ')} ${process.execPath} ${cli} ssh-proxy %h`,
+    `  ProxyCommand env ${['BERTH_HOME', 'BERTH_ENGINE', 'BERTH_CACHE']
+      .filter((k) => k === 'BERTH_HOME' || process.env[k])
+      .map((k) => `${k}=${k === 'BERTH_HOME' ? berthHome() : process.env[k]}`)
+      .join(' ')} ${process.execPath} ${cli} ssh-proxy %h`,
     '  User root',
     '  HostKeyAlias berth-proxy',
     `  UserKnownHostsFile ${known}`,
@@ -80,7 +87,10 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
   const t = await target(hostToTarget(host));
   await t.client.getEnv(t.env); // an unknown environment fails before any SSH is spoken
   const key = hostKey();
-  const io = Duplex.from({ readable: process.stdin, writable: process.stdout }) as Duplex & { setNoDelay?: () => void; setKeepAlive?: () => void };
+  const io = Duplex.from({ readable: process.stdin, writable: process.stdout }) as Duplex & {
+    setNoDelay?: () => void;
+    setKeepAlive?: () => void;
+  };
   io.setNoDelay = () => {};
   io.setKeepAlive = () => {};
   let finished: () => void = () => {};
@@ -155,7 +165,7 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
         const channel = accept();
         const ws = t.client.connect(t.env, info.destPort);
         ws.on('message', (d, bin) => {
-          if (bin) channel.write(d as Buffer);
+          if (bin) channel.write(d);
         });
         ws.on('close', () => channel.end());
         ws.on('error', () => channel.destroy());
