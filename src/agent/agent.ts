@@ -66,6 +66,10 @@ function serve(sock: Socket): void {
       },
       fail: (code, message) => ctx.respond({ ok: false, error: { code, message } }),
       onAbandon: (cb) => entry.abandon.push(cb),
+      hold: (w) => {
+        sock.pause();
+        w.once('drain', () => sock.resume());
+      },
       takeStdin: (onData, onEnd) => {
         for (const c of entry.hooks.early.splice(0)) onData(c);
         if (entry.hooks.earlyEnd) return onEnd();

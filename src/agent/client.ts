@@ -13,7 +13,9 @@ export interface StreamHandlers {
 export interface AgentStream {
   readonly id: number;
   readonly done: Promise<AgentResponse>;
-  writeStdin(chunk: Buffer): void;
+  /** False when the connection to the agent is congested: wait for `onDrain`. */
+  writeStdin(chunk: Buffer): boolean;
+  onDrain(cb: () => void): void;
   endStdin(): void;
   signal(sig: string): void;
   control(msg: { resize?: [number, number]; pause?: boolean; resume?: boolean; signal?: string }): void;
@@ -106,19 +108,25 @@ export class AgentConnection {
       this.pending.set(id, { handlers, resolve, reject });
     });
     this.sock.write(encodeFrame(Kind.Request, id, JSON.stringify(op)));
-    const write = (kind: number, payload?: Buffer | string): void => {
-      if (!this.closed && this.pending.has(id)) this.sock.write(encodeFrame(kind, id, payload));
+    const write = (kind: number, payload?: Buffer | string): boolean => {
+      if (!this.closed && this.pending.has(id)) return this.sock.write(encodeFrame(kind, id, payload));
+      return true;
     };
     return {
       id,
       done,
       writeStdin: (chunk) => {
         // Split large chunks so one stream cannot hold the connection for long.
-        for (let off = 0; off < chunk.length; off += 1 << 20) write(Kind.Stdin, chunk.subarray(off, off + (1 << 20)));
+        let ok = true;
+        for (let off = 0; off < chunk.length; off += 1 << 20) ok = write(Kind.Stdin, chunk.subarray(off, off + (1 << 20))) && ok;
+        return ok;
       },
-      endStdin: () => write(Kind.StdinEnd),
-      signal: (sig) => write(Kind.Control, JSON.stringify({ signal: sig })),
-      control: (msg) => write(Kind.Control, JSON.stringify(msg)),
+      onDrain: (cb) => {
+        this.sock.once('drain', cb);
+      },
+      endStdin: () => void write(Kind.StdinEnd),
+      signal: (sig) => void write(Kind.Control, JSON.stringify({ signal: sig })),
+      control: (msg) => void write(Kind.Control, JSON.stringify(msg)),
     };
   }
 

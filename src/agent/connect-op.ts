@@ -14,7 +14,9 @@ export function runConnect(ctx: OpContext, op: ConnectOp): void {
     ctx.send(Kind.Opened, JSON.stringify({ port: op.port }));
   });
   ctx.takeStdin(
-    (c) => sock.write(c),
+    (c) => {
+      if (!sock.write(c)) ctx.hold(sock);
+    },
     () => sock.end(),
   );
   ctx.onAbandon(() => sock.destroy());

@@ -31,6 +31,11 @@ export interface OpContext {
   onAbandon(cb: () => void): void;
   /** Feeds early stdin to the handler and routes later stdin to it. */
   takeStdin(onData: (c: Buffer) => void, onEnd: () => void): void;
+  /**
+   * Stdin flow control: when a write into a slow reader returns false, stop reading the
+   * connection until it drains, so the agent never holds more than one buffer of stdin.
+   */
+  hold(w: NodeJS.WritableStream): void;
 }
 
 export function signalNumber(sig: string): number {

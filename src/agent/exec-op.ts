@@ -100,7 +100,9 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
     const stdin = child.stdin;
     stdin.on('error', () => {}); // a process that exits without reading its stdin
     ctx.takeStdin(
-      (c) => stdin.write(c),
+      (c) => {
+        if (!stdin.write(c)) ctx.hold(stdin);
+      },
       () => stdin.end(),
     );
   }

@@ -39,7 +39,9 @@ export function runPty(ctx: OpContext, op: PtyOp): void {
   child.once('error', (err) => ctx.fail('internal', `could not start a terminal: ${err.message}`));
   ctx.onAbandon(() => killGroup(child.pid, 'SIGHUP'));
   ctx.takeStdin(
-    (c) => child.stdin.write(c),
+    (c) => {
+      if (!child.stdin.write(c)) ctx.hold(child.stdin);
+    },
     () => killGroup(child.pid, 'SIGHUP'),
   );
   for (const [src, kind] of [

@@ -44,6 +44,8 @@ export interface ExecStreamResult {
 
 export interface ExecHandle {
   writeStdin(chunk: Buffer): void;
+  /** Bytes of stdin sent but not yet taken by the node (for flow control). */
+  buffered(): number;
   endStdin(): void;
   kill(signal?: string): void;
   wait(): Promise<ExecStreamResult>;
@@ -442,6 +444,7 @@ export class NodeClient {
     });
     return {
       writeStdin: (c) => sendOrQueue(Buffer.concat([Buffer.of(0), c])),
+      buffered: () => ws.bufferedAmount + queue.reduce((n, b) => n + b.length, 0),
       endStdin: () => sendOrQueue(Buffer.of(1)),
       kill: (sig = 'SIGTERM') => sendOrQueue(Buffer.concat([Buffer.of(2), Buffer.from(sig)])),
       wait: () => done,

@@ -115,6 +115,13 @@ export class DockerApiEngine implements Engine {
   async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
     const res = await this.http.request('DELETE', `${API}/containers/${id}?force=true&v=true`, undefined, signal);
     if (res.status === 404) return;
+    // Someone else is removing it already: wait for that to finish.
+    if (res.status === 409 && /already in progress/i.test(engineMessage(res))) {
+      for (let i = 0; i < 300; i++) {
+        if (!(await this.inspectContainer(id, signal))) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
     check(res, 'remove container');
   }
 

@@ -21,7 +21,9 @@ export interface ExecSink {
 }
 
 export interface RunningExec {
-  writeStdin(chunk: Buffer): void;
+  /** False when the agent connection is congested: wait for `onDrain`. */
+  writeStdin(chunk: Buffer): boolean;
+  onDrain(cb: () => void): void;
   endStdin(): void;
   signal(sig: string): void;
   /** Flow control: stop and restart the command's output while a slow client catches up. */
@@ -77,6 +79,7 @@ export async function startExec(
   );
   return {
     writeStdin: (c) => stream.writeStdin(c),
+    onDrain: (cb) => stream.onDrain(cb),
     endStdin: () => stream.endStdin(),
     signal: (s) => stream.signal(s),
     pause: () => stream.control({ pause: true }),

@@ -368,8 +368,11 @@ function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void 
   const onBinary = (data: Buffer): void => {
     if (!run) return void early.push(data);
     const kind = data[0];
-    if (kind === 0) run.writeStdin(data.subarray(1));
-    else if (kind === 1) run.endStdin();
+    if (kind === 0 && !run.writeStdin(data.subarray(1))) {
+      // Stdin flow control: read no more from the client until the agent takes this.
+      ws.pause();
+      run.onDrain(() => ws.resume());
+    } else if (kind === 1) run.endStdin();
     else if (kind === 2) run.signal(data.subarray(1).toString('utf8'));
   };
   ws.on('close', () => {

@@ -149,9 +149,14 @@ export async function buildBaseImage(
 }
 
 /** Records which digest is the node's default toolchain. */
-async function tagDefault(_engine: Engine, digest: string, dir: string, _signal?: AbortSignal): Promise<void> {
-  const path = join(cacheDir(), 'toolchains', 'default.json');
-  mkdirSync(join(dir, '..'), { recursive: true });
+async function tagDefault(_engine: Engine, digest: string, _dir: string, _signal?: AbortSignal): Promise<void> {
+  setDefaultToolchain(digest);
+}
+
+export function setDefaultToolchain(digest: string): void {
+  const dir = join(cacheDir(), 'toolchains');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'default.json');
   writeFileSync(path + '.tmp', JSON.stringify({ digest }));
   renameSync(path + '.tmp', path);
 }

@@ -112,12 +112,12 @@ export async function resolveRepo(repo: string, ref: string | undefined, cacheRo
       throw new BerthError('repo_not_found', `${repo} is not a git repository`, 'run `git init` there, or give another path');
     }
   }
-  const mirror = await ensureMirror(cacheRoot, normalized, signal);
-
+  const mirror = mirrorPath(cacheRoot, normalized);
   const want = ref ?? 'HEAD';
   validateRef(want);
-  // One resolution at a time per mirror: concurrent fetches would race on its refs.
+  // One resolution at a time per mirror: concurrent creates and fetches would race on it.
   const commit = await withLock(mirror, async () => {
+    await ensureMirror(cacheRoot, normalized, signal);
     let sha: string;
     if (!remote) {
       try {

@@ -293,8 +293,13 @@ for (const engine of testEngines()) {
           assert.equal(bytes.stdout.trim().replace(/\s+/g, ' '), 'ff fe 00 61 62 63');
           const burst = await run('sh', ['-c', `node ${BERTH} exec app -- head -c 100000000 /dev/zero | wc -c`], { env: node.env });
           assert.equal(burst.stdout.trim(), '100000000');
+          // And 200 MB of stdin into a reader that starts late: bounded all the way.
+          const up = await run('sh', ['-c', `head -c 200000000 /dev/zero | node ${BERTH} exec app -- sh -c 'sleep 1; wc -c'`], {
+            env: node.env,
+          });
+          assert.equal(up.stdout.trim(), '200000000', up.stderr);
           const rss = Number(execFileSync('ps', ['-o', 'rss=', '-p', String(node.daemon!.pid)], { encoding: 'utf8' }).trim());
-          assert.ok(rss < 400_000, `daemon RSS ${rss} KiB after a 100 MB burst`);
+          assert.ok(rss < 400_000, `daemon RSS ${rss} KiB after 100 MB out and 200 MB in`);
           // The buffered API form keeps at most 16 MiB and says it cut the rest.
           const sock = join(node.home, 'berth.sock');
           const res = await run('curl', [

@@ -1,6 +1,6 @@
 import { BerthError } from '../../core/errors.js';
 import { discoverEngine } from '../../engine/discovery.js';
-import { buildBaseImage, defaultToolchainDigest, type BuildResult } from '../../toolchain/base-image.js';
+import { buildBaseImage, defaultToolchainDigest, setDefaultToolchain, type BuildResult } from '../../toolchain/base-image.js';
 import { pullImage, pushImage, registryFromEnv, type TransferProgress } from '../../remote/registry.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { printJson } from '../output.js';
@@ -39,6 +39,8 @@ export async function transferToolchain(
       return { bytes: r.uploaded, reused: r.skipped };
     }
     const r = await pullImage(engine, digest, registry, progress);
+    // A node's first toolchain becomes its default.
+    if (!defaultToolchainDigest()) setDefaultToolchain(digest);
     bar.done(`${digest.slice(0, 19)}: ${(r.downloaded / 1e6).toFixed(1)} MB received, ${r.reused} layer(s) already here`);
     return { bytes: r.downloaded, reused: r.reused };
   } finally {
