@@ -173,10 +173,24 @@ function logs(ctx: OpContext, op: LogsOp): void {
   const tail = s.tail(Math.min(op.tailBytes ?? 64 * 1024, 256 * 1024));
   if (tail.length) ctx.send(Kind.Stdout, tail);
   if (!op.follow) return ctx.respond({ ok: true });
+  let dropped = false;
   const follower = (c: Buffer): void => {
-    ctx.send(Kind.Stdout, c);
+    // A reader that cannot keep up loses lines rather than growing the agent's memory.
+    if (!ctx.send(Kind.Stdout, c) && !dropped) {
+      dropped = true;
+      s.followers.delete(follower);
+      ctx.whenDrained(() => {
+        dropped = false;
+        ctx.send(Kind.Stdout, Buffer.from('--- berth: some lines were skipped for a slow reader ---\n'));
+        s.followers.add(follower);
+      });
+    }
   };
   s.followers.add(follower);
+  ctx.hooks.onControl = (msg) => {
+    if (msg.pause) s.followers.delete(follower);
+    if (msg.resume && !dropped) s.followers.add(follower);
+  };
   const stop = (): void => {
     s.followers.delete(follower);
     ctx.respond({ ok: true });

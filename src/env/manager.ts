@@ -424,6 +424,12 @@ export class EnvManager {
     };
   }
 
+  /** Marks an environment as in use (a human typing in a terminal counts). */
+  touch(name: string): void {
+    const row = this.o.db.envByName(name);
+    if (row) this.lastUsed.set(row.id, Date.now());
+  }
+
   row(name: string): EnvRow {
     return this.mustGet(name);
   }
