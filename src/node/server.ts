@@ -434,6 +434,7 @@ function ptyOverWebSocket(o: ServerOptions, name: string, q: URLSearchParams, ws
   const pending: Array<Buffer | string> = [];
   const handleMessage = (data: Buffer | string, isBinary: boolean): void => {
     if (!stream) return void pending.push(isBinary ? data : String(data));
+    o.manager.touch(name);
     if (isBinary) stream.writeStdin(data as Buffer);
     else {
       try {
