@@ -259,6 +259,19 @@ const ROUTES: Route[] = [
   },
 ];
 
+/** Every HTTP route, as method and path pattern: tests walk them all (auth on every one). */
+export function routeTable(): Array<{ method: string; pattern: string }> {
+  return ROUTES.map((r) => ({ method: r.method, pattern: r.pattern.source }));
+}
+
+export const WEBSOCKET_ROUTES = [
+  '/v1/envs/x/exec/ws',
+  '/v1/envs/x/pty',
+  '/v1/envs/x/pty/abc/watch',
+  '/v1/envs/x/logs/svc',
+  '/v1/envs/x/connect/80',
+];
+
 function ok(body: unknown): Reply {
   return { status: 200, body };
 }

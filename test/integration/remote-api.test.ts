@@ -4,12 +4,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
+import { BERTH, makeRepo, NodeFixture, run, testEngines } from '../helpers/fixture.js';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.js';
 import { NodeClient } from '../../src/client/client.js';
 import { BerthError } from '../../src/core/errors.js';
+import { routeTable, WEBSOCKET_ROUTES } from '../../src/node/server.js';
 
 function raw(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -48,28 +51,23 @@ if (engine) {
     });
 
     it('refuses a missing or wrong token on every endpoint', async () => {
-      const endpoints: Array<[string, string]> = [
-        ['GET', '/v1/node'],
-        ['GET', '/v1/envs'],
-        ['POST', '/v1/envs'],
-        ['GET', '/v1/envs/remote'],
-        ['DELETE', '/v1/envs/remote'],
-        ['GET', '/v1/envs/remote/describe'],
-        ['POST', '/v1/envs/remote/exec'],
-        ['POST', '/v1/envs/remote/batch'],
-        ['GET', '/v1/envs/remote/services'],
-        ['POST', '/v1/envs/remote/services'],
-        ['DELETE', '/v1/envs/remote/services/x'],
-        ['POST', '/v1/envs/remote/verify'],
-        ['GET', '/v1/envs/remote/pty'],
-        ['GET', '/v1/nonexistent'],
-      ];
+      // Every route the server has, synthesized from its own table, so a new one cannot be missed.
+      const endpoints: Array<[string, string]> = routeTable().map((r) => [
+        r.method,
+        r.pattern
+          .replace(/^\^|\$$/g, '')
+          .replace(/\\\//g, '/')
+          .replace(/\(\[0-9a-f\]\{64\}\)/g, 'a'.repeat(64))
+          .replace(/\(\[\^\/\]\+\)/g, 'remote'),
+      ]);
+      assert.ok(endpoints.length >= 30, `only ${endpoints.length} routes found`);
+      endpoints.push(['GET', '/v1/nonexistent']);
       for (const [method, path] of endpoints) {
         assert.equal(await raw(port, method, path), 401, `${method} ${path} without a token`);
         assert.equal(await raw(port, method, path, { authorization: 'Bearer wrong' }), 401, `${method} ${path} with a wrong token`);
         assert.equal(await raw(port, method, path, { authorization: `Basic ${token}` }), 401, `${method} ${path} with another scheme`);
       }
-      for (const path of ['/v1/envs/remote/exec/ws', '/v1/envs/remote/pty', '/v1/envs/remote/logs/x']) {
+      for (const path of WEBSOCKET_ROUTES) {
         const status = await raw(port, 'GET', path, {
           connection: 'upgrade',
           upgrade: 'websocket',
@@ -103,6 +101,74 @@ if (engine) {
       assert.equal((await h.wait()).exitCode, 0);
       assert.equal(Buffer.concat(out).toString(), 'through the proxy');
       client.close();
+    });
+  });
+
+  describe(`TLS on ${engine}`, () => {
+    let node: NodeFixture;
+    let dir: string;
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'berth-tls-'));
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=127.0.0.1',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+          '-keyout',
+          join(dir, 'key.pem'),
+          '-out',
+          join(dir, 'cert.pem'),
+        ],
+        { stdio: 'ignore' },
+      );
+      node = await NodeFixture.start(engine);
+      await node.killDaemon('SIGTERM');
+      await node.startDaemonWith(['--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'cert.pem'), '--tls-key', join(dir, 'key.pem')]);
+    });
+    after(async () => {
+      await node?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('serves the API over TLS to clients that trust its certificate, and to no one else', async () => {
+      const m = /also listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(node.log());
+      assert.ok(m, node.log());
+      const url = `https://127.0.0.1:${m[1]}`;
+      const token = readFileSync(join(node.home, 'token'), 'utf8').trim();
+      const good = new NodeClient({ url, token, ca: readFileSync(join(dir, 'cert.pem')) });
+      assert.deepEqual(await good.listEnvs(), []);
+      good.close();
+      const untrusting = new NodeClient({ url, token });
+      await assert.rejects(untrusting.listEnvs(), /self.signed|certificate/i);
+      untrusting.close();
+      // The CLI, as a user adds such a node.
+      const laptop = mkdtempSync(join(tmpdir(), 'berth-laptop-'));
+      writeFileSync(join(laptop, 'token'), token);
+      const env = { ...process.env, BERTH_HOME: laptop, BERTH_NO_AUTOSTART: '1' };
+      const add = await run(
+        process.execPath,
+        [BERTH, 'node', 'add', 'secure', `tls://127.0.0.1:${m[1]}`, '--token-file', join(laptop, 'token'), '--ca', join(dir, 'cert.pem')],
+        { env },
+      );
+      assert.equal(add.code, 0, add.stderr);
+      const noCa = await run(
+        process.execPath,
+        [BERTH, 'node', 'add', 'insecure', `tls://127.0.0.1:${m[1]}`, '--token-file', join(laptop, 'token')],
+        { env },
+      );
+      assert.equal(noCa.code, 10);
+      rmSync(laptop, { recursive: true, force: true });
     });
   });
 }
