@@ -11,6 +11,8 @@ export interface NodeEntry {
   tokenFile?: string;
   token?: string;
   ca?: string;
+  /** The registry this node's toolchains come from. */
+  registry?: string;
 }
 
 function file(): string {

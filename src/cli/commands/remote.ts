@@ -9,7 +9,7 @@ import type { NodeClient } from '../../client/client.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { clientFor, loadNodes, normalizeUrl, saveNodes, target } from '../nodes.js';
-import { envTable, printJson, table } from '../output.js';
+import { printJson, table } from '../output.js';
 import { Progress } from '../progress.js';
 import { cmdShell } from './runtime.js';
 import { transferToolchain } from './toolchain.js';
@@ -118,15 +118,9 @@ export async function listAll(json: boolean): Promise<number> {
     process.stdout.write(table(rows) + '\n');
     for (const p of problems) process.stderr.write(`berth: node ${p}\n`);
   }
-  void envTable;
   return problems.length ? 10 : 0;
 }
 
-interface NodeEntryWithRegistry {
-  url: string;
-  registry?: string;
-  ca?: string;
-}
 
 /** Copies the blobs a snapshot needs from one node to another, only those missing there. */
 async function moveSnapshot(
@@ -170,7 +164,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
   if (!t.node) throw new BerthError('usage', `${what} is already on this node`, `use \`berth shell ${what}\``);
   const t0 = performance.now();
   const remote = t.client;
-  const entry = loadNodes()[t.node] as NodeEntryWithRegistry;
+  const entry = loadNodes()[t.node]!;
   const bar = new Progress('enter', bool(p, 'json'));
   const local = await connectLocal({ autostart: true });
   const localName = flag(p, 'as') ?? t.env;
