@@ -23,6 +23,21 @@ function answers(socketPath: string): Promise<boolean> {
   });
 }
 
+/** Remembers whether any test in a suite failed, so its fixture can print what it made. */
+export function failureTracker(): { track: <T>(p: Promise<T>) => Promise<T>; readonly failed: boolean } {
+  let failed = false;
+  return {
+    track: <T>(p: Promise<T>): Promise<T> =>
+      p.catch((err: unknown) => {
+        failed = true;
+        throw err;
+      }),
+    get failed() {
+      return failed;
+    },
+  };
+}
+
 export type EngineName = 'podman' | 'docker';
 
 export function testEngines(): EngineName[] {

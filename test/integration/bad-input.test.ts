@@ -7,7 +7,7 @@ import { readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BERTH, makeRepo, NodeFixture, run, testEngines } from '../helpers/fixture.js';
+import { BERTH, makeRepo, NodeFixture, run, testEngines, failureTracker } from '../helpers/fixture.js';
 
 function oneLine(stderr: string): string {
   const lines = stderr.trim().split('\n');
@@ -36,20 +36,16 @@ for (const engine of testEngines()) {
   describe(`bad input on ${engine}`, () => {
     let node: NodeFixture;
     let repo: ReturnType<typeof makeRepo>;
-    let failed = false;
+    const tracker = failureTracker();
+    const track = tracker.track;
     before(async () => {
       repo = makeRepo();
       node = await NodeFixture.start(engine);
     });
     after(async () => {
-      await node?.stop(failed);
+      await node?.stop(tracker.failed);
       repo?.cleanup();
     });
-    const track = (p: Promise<void>): Promise<void> =>
-      p.catch((err: unknown) => {
-        failed = true;
-        throw err;
-      });
     const nothingLeft = (): void => {
       assert.deepEqual(node.containers(), [], 'a container was left behind');
       assert.deepEqual(readdirSync(join(node.home, 'envs')), [], 'an environment directory was left behind');

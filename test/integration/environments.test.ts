@@ -3,28 +3,24 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
+import { makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
 import type { EnvInfo } from '../../src/core/api.js';
 
 for (const engine of testEngines()) {
   describe(`environments on ${engine}`, () => {
     let node: NodeFixture;
     let repo: ReturnType<typeof makeRepo>;
-    let failed = false;
+    const tracker = failureTracker();
+    const track = tracker.track;
 
     before(async () => {
       repo = makeRepo();
       node = await NodeFixture.start(engine);
     });
     after(async () => {
-      await node?.stop(failed);
+      await node?.stop(tracker.failed);
       repo?.cleanup();
     });
-    const track = <T>(p: Promise<T>): Promise<T> =>
-      p.catch((err: unknown) => {
-        failed = true;
-        throw err;
-      });
 
     it('creates an environment at the resolved commit with labels, limits and an identity', () =>
       track(

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BERTH, makeRepo, NodeFixture, run, testEngines } from '../helpers/fixture.js';
+import { BERTH, makeRepo, NodeFixture, run, testEngines, failureTracker } from '../helpers/fixture.js';
 import { pngStats } from '../../src/core/png.js';
 import type { ServiceInfo, VerifyResult } from '../../src/core/api.js';
 
@@ -46,7 +46,8 @@ for (const engine of testEngines()) {
   describe(`runtime on ${engine}`, () => {
     let node: NodeFixture;
     let repo: ReturnType<typeof makeRepo>;
-    let failed = false;
+    const tracker = failureTracker();
+    const track = tracker.track;
     before(async () => {
       repo = makeRepo();
       commit(repo.path, 'server.js', SERVER);
@@ -64,14 +65,9 @@ for (const engine of testEngines()) {
       await node.json(['new', 'app', '--repo', repo.path]);
     });
     after(async () => {
-      await node?.stop(failed);
+      await node?.stop(tracker.failed);
       repo?.cleanup();
     });
-    const track = (p: Promise<void>): Promise<void> =>
-      p.catch((err: unknown) => {
-        failed = true;
-        throw err;
-      });
 
     it('starts a declared service, reports it ready only after its check, and shows its logs', () =>
       track(

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
+import { makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
 import type { EnvInfo, IdentityInfo, PoolInfo, SnapshotInfo } from '../../src/core/api.js';
 
 function git(repo: string, ...args: string[]): string {
@@ -33,7 +33,8 @@ const first = engines[0]!;
 describe(`snapshots, identity and faults on ${first}`, () => {
   let node: NodeFixture;
   let repo: ReturnType<typeof makeRepo>;
-  let failed = false;
+  const tracker = failureTracker();
+  const track = tracker.track;
   before(async () => {
     repo = makeRepo();
     node = await NodeFixture.start(first, { BERTH_REAP_INTERVAL_MS: '300' });
@@ -42,14 +43,9 @@ describe(`snapshots, identity and faults on ${first}`, () => {
     assert.equal(r.code, 0, r.stderr);
   });
   after(async () => {
-    await node?.stop(failed);
+    await node?.stop(tracker.failed);
     repo?.cleanup();
   });
-  const track = (p: Promise<void>): Promise<void> =>
-    p.catch((err: unknown) => {
-      failed = true;
-      throw err;
-    });
 
   it('snapshots the diff and artifacts, dedupes, and forks to the same workspace', () =>
     track(
@@ -250,7 +246,8 @@ for (const engine of engines) {
   describe(`pause, pools and caches on ${engine}`, () => {
     let node: NodeFixture;
     let repo: ReturnType<typeof makeRepo>;
-    let failed = false;
+    const tracker = failureTracker();
+    const track = tracker.track;
     before(async () => {
       repo = makeRepo();
       writeFileSync(
@@ -262,14 +259,9 @@ for (const engine of engines) {
       node = await NodeFixture.start(engine);
     });
     after(async () => {
-      await node?.stop(failed);
+      await node?.stop(tracker.failed);
       repo?.cleanup();
     });
-    const track = (p: Promise<void>): Promise<void> =>
-      p.catch((err: unknown) => {
-        failed = true;
-        throw err;
-      });
 
     it('pauses and resumes with processes and their memory intact', () =>
       track(
