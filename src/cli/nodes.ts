@@ -2,6 +2,7 @@
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
+import { validateEnvName } from '../core/names.js';
 import { NodeClient } from '../client/client.js';
 import { berthHome } from '../env/node-config.js';
 import { connectLocal } from './connect.js';
@@ -72,6 +73,13 @@ export async function target(arg: string): Promise<Target> {
   if (slash < 0) return { client: await connectLocal({ autostart: true }), env: arg, node: null };
   const node = arg.slice(0, slash);
   const env = arg.slice(slash + 1);
-  if (!node || !env || env.includes('/')) throw new BerthError('usage', `invalid name ${JSON.stringify(arg)}`, 'use ENV or NODE/ENV');
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(node) || env.includes('/')) {
+    throw new BerthError(
+      'invalid_name',
+      `invalid environment name ${JSON.stringify(arg)}`,
+      'use ENV, or NODE/ENV with a node added by `berth node add`',
+    );
+  }
+  validateEnvName(env);
   return { client: clientFor(node), env, node };
 }

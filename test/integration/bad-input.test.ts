@@ -27,7 +27,9 @@ function api(socketPath: string, method: string, path: string, body?: string): P
         resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as ApiBody }),
       );
     });
-    req.on('error', reject);
+    // A server that answers early (413) closes the connection while the body is still going.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.on('socket', (s) => s.on('error', () => {}));
     req.end(body);
   });
 }

@@ -121,7 +121,6 @@ export async function listAll(json: boolean): Promise<number> {
   return problems.length ? 10 : 0;
 }
 
-
 /** Copies the blobs a snapshot needs from one node to another, only those missing there. */
 async function moveSnapshot(
   from: NodeClient,
