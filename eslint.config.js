@@ -69,6 +69,7 @@ export default tseslint.config(
   ),
   layer(['src/env/**'], ['node', 'client', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
   layer(['src/node/**'], ['client', 'cli'], 'the daemon knows nothing of its clients'),
+  layer(['src/remote/**'], ['env', 'node', 'client', 'cli'], 'node-to-node transfer sits beside the workspace and toolchain layers'),
   layer(
     ['src/client/**'],
     ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'cli'],

@@ -68,7 +68,16 @@ function serve(sock: Socket): void {
       onAbandon: (cb) => entry.abandon.push(cb),
       hold: (w) => {
         sock.pause();
-        w.once('drain', () => sock.resume());
+        // Whichever comes first: the reader catches up, or it goes away without reading.
+        let done = false;
+        const resume = (): void => {
+          if (done) return;
+          done = true;
+          sock.resume();
+        };
+        w.once('drain', resume);
+        w.once('close', resume);
+        w.once('error', resume);
       },
       takeStdin: (onData, onEnd) => {
         for (const c of entry.hooks.early.splice(0)) onData(c);

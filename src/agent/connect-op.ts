@@ -20,14 +20,21 @@ export function runConnect(ctx: OpContext, op: ConnectOp): void {
     () => sock.end(),
   );
   ctx.onAbandon(() => sock.destroy());
+  let pausedByDaemon = false;
   ctx.hooks.onControl = (msg) => {
-    if (msg.pause) sock.pause();
-    if (msg.resume) sock.resume();
+    if (msg.pause) {
+      pausedByDaemon = true;
+      sock.pause();
+    }
+    if (msg.resume) {
+      pausedByDaemon = false;
+      sock.resume();
+    }
   };
   sock.on('data', (c: Buffer) => {
     if (!ctx.send(Kind.Stdout, c)) {
       sock.pause();
-      ctx.whenDrained(() => sock.resume());
+      ctx.whenDrained(() => !pausedByDaemon && sock.resume());
     }
   });
   sock.once('error', (err: NodeJS.ErrnoException) => {

@@ -56,6 +56,7 @@ function spawnStep(step: BatchStep, withStdin: boolean): Spawned {
     // A background descendant can hold the pipes open after the command itself exits; give
     // it a moment to flush, then stop reading so the caller is never left hanging.
     child.once('exit', () => {
+      child.stdin?.destroy(); // a process that exits without reading stdin releases any hold on it
       setTimeout(() => {
         child.stdout?.destroy();
         child.stderr?.destroy();

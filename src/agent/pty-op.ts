@@ -51,11 +51,22 @@ export function runPty(ctx: OpContext, op: PtyOp): void {
     src.on('data', (c: Buffer) => {
       if (!ctx.send(kind, c)) {
         src.pause();
-        ctx.whenDrained(() => src.resume());
+        ctx.whenDrained(() => !pausedByDaemon && src.resume());
       }
     });
   }
+  let pausedByDaemon = false;
   ctx.hooks.onControl = (msg) => {
+    if (msg.pause) {
+      pausedByDaemon = true;
+      child.stdout.pause();
+      child.stderr.pause();
+    }
+    if (msg.resume) {
+      pausedByDaemon = false;
+      child.stdout.resume();
+      child.stderr.resume();
+    }
     if (msg.resize) ctl.write(`resize ${clamp(msg.resize[0], 80)} ${clamp(msg.resize[1], 24)}\n`);
     if (msg.signal) {
       const n = signalNumber(msg.signal);

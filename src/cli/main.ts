@@ -36,8 +36,15 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth pool set [TOOLCHAIN] --repo PATH --ref REF --size N | berth pool ls
   berth new ... [--identity ID|FILE] [--snapshot ID] [--ttl 2h] [--idle-ttl 30m] [--no-pool]
   berth rm NAME [--discard]            snapshots first unless --discard
+  berth node add NAME tcp://HOST:PORT --token-file F [--ca F] [--registry R] | node ls | node rm NAME
+  berth ls --all                       every environment on every node (names are ENV or NODE/ENV)
+  berth enter NODE/ENV [--attach] [--no-shell]   pull an agent's context here, or a terminal there
+  berth push NAME                      send an entered environment's changes back
+  berth forward [NODE/]ENV PORT [--local PORT]
+  berth ssh-config                     Host entries for "ssh NAME.NODE.berth"
+  berth toolchain push|pull [DIGEST] --registry HOST:PORT
 
-Every command takes --json. BERTH_HOME (default ~/.berth) holds the node's state;
+Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
 `;
 

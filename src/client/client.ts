@@ -46,6 +46,9 @@ export interface ExecHandle {
   writeStdin(chunk: Buffer): void;
   /** Bytes of stdin sent but not yet taken by the node (for flow control). */
   buffered(): number;
+  /** Stop and restart reading the command's output (the node then holds the command back). */
+  pauseOutput(): void;
+  resumeOutput(): void;
   endStdin(): void;
   kill(signal?: string): void;
   wait(): Promise<ExecStreamResult>;
@@ -111,7 +114,15 @@ export class NodeClient {
       let sent = false;
       req.on('finish', () => (sent = true));
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.name === 'AbortError') return reject(err);
+        if (err.name === 'AbortError') {
+          const reason: unknown = signal?.reason;
+          if (reason instanceof Error && reason.name === 'TimeoutError') {
+            return reject(
+              new BerthError('daemon_unreachable', `no answer from ${this.target} in time`, 'check that the node is up and reachable'),
+            );
+          }
+          return reject(err);
+        }
         if (sent && (err.code === 'ECONNRESET' || /socket hang up/.test(err.message))) return reject(interrupted());
         reject(unreachable(this.target, err));
       });
@@ -445,6 +456,8 @@ export class NodeClient {
     return {
       writeStdin: (c) => sendOrQueue(Buffer.concat([Buffer.of(0), c])),
       buffered: () => ws.bufferedAmount + queue.reduce((n, b) => n + b.length, 0),
+      pauseOutput: () => ws.pause(),
+      resumeOutput: () => ws.resume(),
       endStdin: () => sendOrQueue(Buffer.of(1)),
       kill: (sig = 'SIGTERM') => sendOrQueue(Buffer.concat([Buffer.of(2), Buffer.from(sig)])),
       wait: () => done,

@@ -157,7 +157,7 @@ export async function runBatch(manager: EnvManager, name: string, req: BatchRequ
   const total = performance.now() - tAsk;
   const inside = res.batch.reduce((n, s) => n + s.spawnMs + s.runMs, 0);
   const steps = res.batch.map((s, i) => ({
-    argv: req.steps[i]!.argv,
+    argv: req.steps[i]?.argv ?? [],
     exitCode: s.timedOut ? 124 : s.exitCode,
     signal: s.signal,
     timedOut: s.timedOut,

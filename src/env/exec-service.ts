@@ -42,6 +42,7 @@ export async function startExec(
   const { row, conn } = await manager.agentFor(name, { resume: req.resume });
   const tAsk = performance.now();
   const hasStdin = req.interactiveStdin === true || req.stdin !== undefined;
+  manager.busy(row.id, 1);
   const stream = conn.open(
     // The name is the environment's own, even for one claimed from a pool under another name.
     { op: 'exec', argv: req.argv, cwd: req.cwd, env: { ...req.env, BERTH_ENV: row.name }, timeoutMs: req.timeoutMs, stdin: hasStdin },
@@ -51,6 +52,7 @@ export async function startExec(
     stream.writeStdin(Buffer.from(req.stdin, 'base64'));
     stream.endStdin();
   }
+  void stream.done.finally(() => manager.busy(row.id, -1)).catch(() => {});
   const result = stream.done.then(
     (res) => {
       if (!res.ok || !res.exec) throw agentError(res);

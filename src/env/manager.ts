@@ -424,6 +424,16 @@ export class EnvManager {
     };
   }
 
+  /** Commands running now, per environment: an environment is never idle while one runs. */
+  readonly inflight = new Map<string, number>();
+
+  busy(id: string, delta: 1 | -1): void {
+    const n = (this.inflight.get(id) ?? 0) + delta;
+    if (n <= 0) this.inflight.delete(id);
+    else this.inflight.set(id, n);
+    this.lastUsed.set(id, Date.now());
+  }
+
   /** Marks an environment as in use (a human typing in a terminal counts). */
   touch(name: string): void {
     const row = this.o.db.envByName(name);

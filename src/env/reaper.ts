@@ -36,6 +36,7 @@ export class Reaper {
       const now = Date.now();
       for (const row of this.manager.db.listEnvs()) {
         if (row.state !== 'running' && row.state !== 'paused') continue;
+        if (this.manager.inflight.has(row.id)) continue; // a command is running: in use
         const lastUsed = this.manager.lastUsed.get(row.id) ?? Date.parse(row.last_used_at ?? row.created_at);
         const tooOld = row.ttl_s !== null && now - Date.parse(row.created_at) > row.ttl_s * 1000;
         const idle = row.idle_ttl_s !== null && now - lastUsed > row.idle_ttl_s * 1000;

@@ -1,5 +1,6 @@
 // snap, restore, list and garbage collection, over the content-addressed store.
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { performance } from 'node:perf_hooks';
@@ -33,6 +34,7 @@ export function snapshotInfo(r: SnapshotRow, extra: Partial<SnapshotInfo> = {}):
  * from the node's side, so it works even when the environment's container has vanished.
  */
 let inFlight = 0;
+const GC_GRACE_MS = Number(process.env.BERTH_GC_GRACE_MS ?? 10 * 60 * 1000);
 
 export async function snap(manager: EnvManager, name: string, opts: { artifacts?: string[]; reason?: string } = {}): Promise<SnapshotInfo> {
   inFlight++;
@@ -50,22 +52,34 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
   if (!existsSync(join(ws, '.git'))) throw new BerthError('not_found', `environment ${name} has no workspace left to snapshot`);
   for (const a of opts.artifacts ?? []) safeRelative(a);
   const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
-  const captured = await captureSnapshot(manager.store, {
-    workspace: ws,
-    mirror: resolved.mirror,
-    base: row.commit_sha,
-    artifacts: opts.artifacts,
-  });
+  // Copy-on-write: freeze the whole tree first (constant time), then read the diff from the
+  // frozen copy, so the two always agree and a busy agent cannot change files mid-read.
+  let frozen: string | undefined;
+  if (manager.config.cow && (await isSubvolume(ws))) {
+    frozen = join(manager.config.workRoot, 'trees', `tmp-${randomBytes(6).toString('hex')}`);
+    mkdirSync(dirname(frozen), { recursive: true });
+    await snapshotSubvolume(ws, frozen, true);
+  }
+  let captured;
+  try {
+    captured = await captureSnapshot(manager.store, {
+      workspace: frozen ?? ws,
+      mirror: resolved.mirror,
+      base: row.commit_sha,
+      artifacts: opts.artifacts,
+    });
+    if (frozen) {
+      // The newest tree wins: the id covers the diff, not ignored files such as node_modules.
+      const tree = manager.treePath(captured.id);
+      if (existsSync(tree)) await deleteSubvolume(tree);
+      renameSync(frozen, tree);
+      frozen = undefined;
+    }
+  } finally {
+    if (frozen) await deleteSubvolume(frozen).catch(() => {});
+  }
   // The row goes in last: a crash before this leaves only unreferenced blobs, never a
   // snapshot that points at something missing.
-  if (manager.config.cow && (await isSubvolume(ws))) {
-    // The whole tree, ignored files too, kept copy-on-write for forks: constant time.
-    const tree = manager.treePath(captured.id);
-    if (!existsSync(tree)) {
-      mkdirSync(dirname(tree), { recursive: true });
-      await snapshotSubvolume(ws, tree, true);
-    }
-  }
   await failpoint('snap:before-record');
   const rec: SnapshotRow = {
     id: captured.id,
@@ -168,7 +182,8 @@ export function gc(manager: EnvManager): { kept: number; removed: number; freedB
   let removed = 0;
   let freedBytes = 0;
   for (const b of [...manager.store.list()]) {
-    if (needed.has(b.hash)) continue;
+    // Blobs sent by another node for an `enter` or `push` wait a while to be recorded.
+    if (needed.has(b.hash) || b.ageMs < GC_GRACE_MS) continue;
     manager.store.remove(b.hash);
     removed++;
     freedBytes += b.size;
@@ -183,7 +198,7 @@ export async function gcTrees(manager: EnvManager): Promise<number> {
   const known = new Set(manager.db.snapshots().map((s) => s.id.replace(/^sha256:/, '')));
   let n = 0;
   for (const name of readdirSync(dir)) {
-    if (known.has(name)) continue;
+    if (known.has(name) || (name.startsWith('tmp-') && inFlight > 0)) continue;
     await deleteSubvolume(join(dir, name)).catch(() => {});
     n++;
   }

@@ -2,7 +2,7 @@
 // when asked, on TCP with a bearer token on every endpoint.
 import http from 'node:http';
 import https from 'node:https';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
@@ -159,11 +159,10 @@ const ROUTES: Route[] = [
     pattern: /^\/v1\/blobs\/([0-9a-f]{64})$/,
     handle: async ({ o, req, params }) => {
       const data = await readRaw(req, MAX_BLOB);
+      const actual = createHash('sha256').update(data).digest('hex');
+      if (actual !== params[0])
+        throw new BerthError('corrupt', `the blob sent as ${params[0]!.slice(0, 12)} hashes to ${actual.slice(0, 12)}`);
       const r = o.manager.store.put(data);
-      if (r.hash !== params[0]) {
-        o.manager.store.remove(r.hash);
-        throw new BerthError('corrupt', `the blob sent as ${params[0]!.slice(0, 12)} hashes to ${r.hash.slice(0, 12)}`);
-      }
       return { status: r.added ? 201 : 200, body: { hash: r.hash, added: r.added } };
     },
   },
@@ -444,6 +443,7 @@ function ptyOverWebSocket(o: ServerOptions, name: string, q: URLSearchParams, ws
   const rows = Number(q.get('rows') ?? 24);
   const argv = q.getAll('argv');
   let stream: Awaited<ReturnType<PtySessions['open']>>['stream'] | undefined;
+  let check = (): void => {};
   const pending: Array<Buffer | string> = [];
   const handleMessage = (data: Buffer | string, isBinary: boolean): void => {
     if (!stream) return void pending.push(isBinary ? data : String(data));
@@ -465,11 +465,24 @@ function ptyOverWebSocket(o: ServerOptions, name: string, q: URLSearchParams, ws
     .open(
       name,
       { argv, cols, rows },
-      { output: (c) => ws.readyState === ws.OPEN && ws.send(c), exit: (code, signal) => exitAndClose(ws, code, signal) },
+      {
+        output: (c) => {
+          if (ws.readyState !== ws.OPEN) return;
+          ws.send(c);
+          check();
+        },
+        exit: (code, signal) => exitAndClose(ws, code, signal),
+      },
     )
     .then(
       (s) => {
         stream = s.stream;
+        // The owner's terminal holds the session back when it cannot keep up.
+        check = flow(
+          ws,
+          () => s.stream.control({ pause: true }),
+          () => s.stream.control({ resume: true }),
+        );
         if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ session: s.id }));
         else s.stream.endStdin();
         for (const p of pending.splice(0)) handleMessage(p, typeof p !== 'string');
@@ -532,7 +545,8 @@ function exitAndClose(ws: WebSocket, code: number, signal: string | null): void 
 function watchPty(o: ServerOptions, name: string, id: string, ws: WebSocket): void {
   try {
     const stop = o.ptys.watch(name, id, {
-      output: (c) => ws.readyState === ws.OPEN && ws.send(c),
+      // A watcher that cannot keep up misses output; it never slows the session down.
+      output: (c) => ws.readyState === ws.OPEN && ws.bufferedAmount < HIGH_WATER && ws.send(c),
       exit: (code, signal) => exitAndClose(ws, code, signal),
     });
     ws.send(JSON.stringify({ session: id, readOnly: true }));

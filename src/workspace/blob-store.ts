@@ -83,11 +83,13 @@ export class BlobStore {
     return data;
   }
 
-  /** Every stored hash, with its size. */
-  *list(): Generator<{ hash: string; size: number }> {
+  /** Every stored hash, with its size and age. */
+  *list(): Generator<{ hash: string; size: number; ageMs: number }> {
     for (const dir of readdirSync(this.blobs)) {
       for (const name of readdirSync(join(this.blobs, dir))) {
-        if (/^[0-9a-f]{64}$/.test(name)) yield { hash: name, size: statSync(join(this.blobs, dir, name)).size };
+        if (!/^[0-9a-f]{64}$/.test(name)) continue;
+        const st = statSync(join(this.blobs, dir, name));
+        yield { hash: name, size: st.size, ageMs: Date.now() - st.mtimeMs };
       }
     }
   }

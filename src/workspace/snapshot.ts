@@ -214,7 +214,8 @@ async function capture(
 function readHead(ws: string): SnapshotManifest['head'] {
   try {
     const head = readSmall(join(ws, '.git', 'HEAD'));
-    const ref = /^ref: (refs\/heads\/.+)$/.exec(head)?.[1];
+    const ref = /^ref: (refs\/heads\/[A-Za-z0-9._\/-]+)$/.exec(head)?.[1];
+    if (ref?.split('/').some((c) => c === '..' || c === '.' || c === '')) return { branch: null, commit: null };
     if (!ref) return { branch: null, commit: /^[0-9a-f]{40}$/.test(head) ? head : null };
     let commit: string | null = null;
     try {

@@ -37,7 +37,7 @@ describe(`snapshots, identity and faults on ${first}`, () => {
   const track = tracker.track;
   before(async () => {
     repo = makeRepo();
-    node = await NodeFixture.start(first, { BERTH_REAP_INTERVAL_MS: '300' });
+    node = await NodeFixture.start(first, { BERTH_REAP_INTERVAL_MS: '300', BERTH_GC_GRACE_MS: '0' });
     await node.json(['new', 'src', '--repo', repo.path, '--agent', 'a1']);
     const r = await node.cli(['exec', 'src', '--', 'sh', '-c', CHANGES]);
     assert.equal(r.code, 0, r.stderr);

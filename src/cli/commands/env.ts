@@ -78,6 +78,9 @@ export async function cmdNew(argv: string[]): Promise<number> {
   client.close();
   if (bool(p, 'json')) printJson(env);
   else process.stdout.write(`${env.name}  ${env.state}  ${env.commit.slice(0, 12)}  ${env.identity.hash.slice(0, 19)}\n`);
+  const auto = env as typeof env & { autostartError?: string };
+  if (auto.autostartError)
+    process.stderr.write(`berth: ${env.name} is up, but a service from berth.json did not start: ${auto.autostartError}\n`);
   return 0;
 }
 

@@ -52,7 +52,8 @@ export async function cmdNode(argv: string[]): Promise<number> {
     if (!name || !nodes[name]) throw new BerthError('not_found', `no node named ${name ?? ''}`, 'see `berth node ls`');
     delete nodes[name];
     saveNodes(nodes);
-    process.stdout.write(`removed ${name}\n`);
+    if (bool(p, 'json')) printJson({ removed: name });
+    else process.stdout.write(`removed ${name}\n`);
     return 0;
   }
   if (sub === 'ls') {
@@ -254,14 +255,33 @@ async function pipeCache(from: NodeClient, fromEnv: string, to: NodeClient, toEn
     { argv: ['tar', '-C', dir, '-xf', '-'], interactiveStdin: true },
     { stdout: () => {}, stderr: () => {} },
   );
-  const reader = from.execStream(
+  const holder: { reader?: ReturnType<NodeClient['execStream']> } = {};
+  holder.reader = from.execStream(
     fromEnv,
     { argv: ['tar', '-C', dir, '-cf', '-', '.'] },
-    { stdout: (c) => writer.writeStdin(c), stderr: () => {} },
+    {
+      stdout: (c) => {
+        writer.writeStdin(c);
+        // Read no faster than the other side writes.
+        const r = holder.reader;
+        if (r && writer.buffered() > 8 << 20) {
+          r.pauseOutput();
+          const t = setInterval(() => {
+            if (writer.buffered() < 1 << 20) {
+              clearInterval(t);
+              r.resumeOutput();
+            }
+          }, 10);
+        }
+      },
+      stderr: () => {},
+    },
   );
-  await reader.wait();
+  const out = await holder.reader.wait();
   writer.endStdin();
-  await writer.wait();
+  const into = await writer.wait();
+  if (out.exitCode !== 0 || into.exitCode !== 0)
+    throw new BerthError('internal', `copying the cache ${dir} failed (tar exited ${out.exitCode} and ${into.exitCode})`);
 }
 
 export async function cmdPush(argv: string[]): Promise<number> {
