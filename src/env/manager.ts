@@ -172,21 +172,34 @@ export class EnvManager {
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
       const ws = join(dir, 'workspace');
       const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
-      let fromTree = false;
-      if (tree && existsSync(tree)) {
+      const fromTree = !!tree && existsSync(tree);
+      const makeContainer = async (): Promise<string> => {
+        if (network === 'egress') await this.ensureNetwork(sig);
+        const volumes = await this.ensureCaches(cacheKeys, sig);
+        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes), sig);
+        this.o.db.updateEnv(id, { container_id: cid });
+        return cid;
+      };
+      let containerId: string;
+      if (fromTree) {
         // Copy-on-write: the whole workspace as it was, ignored files too, in constant time.
         await snapshotSubvolume(tree, ws, false);
-        fromTree = true;
+        containerId = await makeContainer();
       } else {
+        // The container is made while the workspace is checked out: the bind mount only needs
+        // the directory to exist.
         if (this.o.config.cow) await createSubvolume(ws);
-        await checkoutWorkspace(resolved, ws, `berth/${name}`, sig);
-        if (snapshot) applyToFreshWorkspace(ws, snapshot.manifest, snapshot.blobs);
+        else mkdirSync(ws);
+        const [checkout, made] = await Promise.allSettled([
+          checkoutWorkspace(resolved, ws, `berth/${name}`, sig).then(() => {
+            if (snapshot) applyToFreshWorkspace(ws, snapshot.manifest, snapshot.blobs);
+          }),
+          makeContainer(),
+        ]);
+        if (checkout.status === 'rejected') throw checkout.reason;
+        if (made.status === 'rejected') throw made.reason;
+        containerId = made.value;
       }
-      if (network === 'egress') await this.ensureNetwork(sig);
-      const volumes = await this.ensureCaches(cacheKeys, sig);
-      const spec = this.containerSpec(row, resolved.mirror, volumes);
-      const containerId = await this.o.engine.createContainer(spec, sig);
-      this.o.db.updateEnv(id, { container_id: containerId });
       await failpoint('create:after-container');
       await this.o.engine.startContainer(containerId, sig);
       const conn = await this.connectAgent(row, containerId, sig);
