@@ -1,9 +1,10 @@
 // Enter: stepping into an agent's context from another machine, for real, on test hosts made by
 // test/helpers/hosts.ts (network namespaces on a bridge, each with its own Podman storage and
 // service and its own berth daemon, plus Debian's docker-registry on a host of its own). The
-// laptop's links to the agents node go through test/helpers/delay-proxy.ts (50 ms round trip,
-// listening on the bridge gateway). The workspace is a real Next.js repository whose npm
-// dependencies come to well over 200 MB in node_modules. Measured, in one run on this machine:
+// laptop's links to the agents node go through a delaying proxy (50 ms round trip, listening on
+// the bridge gateway) with test/helpers/delay-proxy.ts's semantics (see startDelayLink). The
+// workspace is a real Next.js repository whose npm dependencies come to well over 200 MB in
+// node_modules. Measured, in one run on this machine:
 //
 //   1. time-to-enter on a cold laptop (no toolchain, no caches, fresh BERTH_HOME, BERTH_CACHE
 //      and Podman storage): `berth enter agents-1/ENV --no-shell --json`, then `berth exec ENV
@@ -25,13 +26,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { homedir } from 'node:os';
+import { connect, createServer, type Socket } from 'node:net';
+import { homedir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NodeClient } from '../src/client/client.js';
 import type { EnvInfo } from '../src/core/api.js';
 import { startRegistry, TestNetwork, type TestHost } from '../test/helpers/hosts.js';
-import { startDelayProxy, type DelayProxy } from '../test/helpers/delay-proxy.js';
+import { startDelayProxy } from '../test/helpers/delay-proxy.js';
 import {
   BERTH,
   RUN_ID,
@@ -82,6 +84,7 @@ const made: { net?: TestNetwork } = {};
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 const mb = (bytes: number): number => Math.round((bytes / 1e6) * 10) / 10;
+const mb3 = (bytes: number): number => Math.round(bytes / 1e3) / 1e3;
 
 // ---- the repository --------------------------------------------------------------------------
 
@@ -221,6 +224,160 @@ function makeAppRepo(tree: NpmTree): string {
   return path;
 }
 
+// ---- the delayed link ---------------------------------------------------------------------------
+
+interface DelayProxy {
+  port: number;
+  /** Bytes carried: towards the target (upstream) and back (downstream). */
+  bytes: { up: number; down: number };
+  close(): Promise<void>;
+}
+
+/**
+ * A delaying TCP proxy with the semantics of test/helpers/delay-proxy.ts (each chunk held for
+ * half the round trip in each direction, no bandwidth limit), but with one FIFO queue and one
+ * timer per direction, and the end of a stream queued behind its data. The harness's proxy
+ * cuts large responses short: when the source closes, it destroys the destination 5 ms after
+ * the last chunk is due, dropping whatever is still in the destination's write buffer (the
+ * run checks both proxies on loopback first: see checkProxies). Large `berth exec` streams
+ * through it fail at random.
+ */
+async function startDelayLink(target: { host: string; port: number }, rttMs: number, listenHost: string): Promise<DelayProxy> {
+  const oneWay = rttMs / 2;
+  const sockets = new Set<Socket>();
+  const bytes = { up: 0, down: 0 };
+  type Item = { due: number; chunk?: Buffer; end?: boolean };
+  const pipe = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
+    const queue: Item[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    let ended = false;
+    const flush = (): void => {
+      timer = undefined;
+      const now = performance.now();
+      while (queue.length && queue[0]!.due <= now) {
+        const item = queue.shift()!;
+        if (to.destroyed) continue;
+        if (item.chunk) to.write(item.chunk);
+        else if (item.end) to.end();
+        else to.destroy();
+      }
+      if (queue.length) timer = setTimeout(flush, Math.max(0, queue[0]!.due - performance.now()));
+    };
+    const push = (item: Omit<Item, 'due'>): void => {
+      queue.push({ due: performance.now() + oneWay, ...item });
+      timer ??= setTimeout(flush, oneWay);
+    };
+    from.on('data', (c: Buffer) => {
+      bytes[dir] += c.length;
+      push({ chunk: c });
+    });
+    from.on('end', () => {
+      ended = true;
+      push({ end: true });
+    });
+    from.on('error', () => to.destroy());
+    from.on('close', () => {
+      if (!ended) push({});
+    });
+  };
+  const server = createServer((client) => {
+    client.setNoDelay(true);
+    const upstream = connect(target.port, target.host);
+    upstream.setNoDelay(true);
+    sockets.add(client).add(upstream);
+    client.on('close', () => sockets.delete(client));
+    upstream.on('close', () => sockets.delete(upstream));
+    pipe(client, upstream, 'up');
+    pipe(upstream, client, 'down');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, listenHost, () => resolve());
+  });
+  const addr = server.address();
+  return {
+    port: typeof addr === 'object' && addr ? addr.port : 0,
+    bytes,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * A stream of `bytes` (a counter pattern) from a loopback server through a proxy: how much
+ * arrived, and whether in order.
+ */
+async function streamThrough(
+  start: (target: { host: string; port: number }) => Promise<{ port: number; close(): Promise<void> }>,
+  bytes: number,
+): Promise<{ sent: number; received: number; in_order: boolean; ms: number }> {
+  const words = Math.floor(bytes / 4);
+  const server = createServer((s) => {
+    s.on('error', () => {}); // a proxy that cuts the stream short
+    let i = 0;
+    const write = (): void => {
+      while (i < words) {
+        const n = Math.min(16384, words - i);
+        const b = Buffer.alloc(n * 4);
+        for (let k = 0; k < n; k++) b.writeUInt32LE(i + k, k * 4);
+        i += n;
+        if (!s.write(b)) {
+          s.once('drain', write);
+          return;
+        }
+      }
+      s.end();
+    };
+    write();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const addr = server.address();
+  const proxy = await start({ host: '127.0.0.1', port: typeof addr === 'object' && addr ? addr.port : 0 });
+  const t0 = performance.now();
+  try {
+    return await new Promise((resolve, reject) => {
+      const c = connect(proxy.port, '127.0.0.1');
+      let expect = 0;
+      let inOrder = true;
+      let rest: Buffer = Buffer.alloc(0);
+      const timer = setTimeout(() => {
+        c.destroy();
+        reject(new Error('no end within 60 s'));
+      }, 60_000);
+      c.on('data', (d: Buffer) => {
+        const b = rest.length ? Buffer.concat([rest, d]) : d;
+        const n = Math.floor(b.length / 4);
+        for (let k = 0; k < n; k++) if (b.readUInt32LE(k * 4) !== expect++) inOrder = false;
+        rest = b.subarray(n * 4);
+      });
+      c.on('error', () => {});
+      c.on('close', () => {
+        clearTimeout(timer);
+        resolve({ sent: words * 4, received: expect * 4 + rest.length, in_order: inOrder, ms: r1(performance.now() - t0) });
+      });
+    });
+  } finally {
+    await proxy.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/** Both delaying proxies, on loopback, with one large stream each: why this bench uses its own. */
+async function checkProxies(rttMs: number): Promise<Record<string, unknown>> {
+  const bytes = 64 << 20;
+  const out: Record<string, unknown> = { stream_bytes: bytes, rtt_ms: rttMs };
+  for (const [name, start] of [
+    ['test/helpers/delay-proxy.ts', (t: { host: string; port: number }) => startDelayProxy(t, rttMs, '127.0.0.1')],
+    ['bench/enter.ts startDelayLink', (t: { host: string; port: number }) => startDelayLink(t, rttMs, '127.0.0.1')],
+  ] as const) {
+    out[name] = await streamThrough(start, bytes).catch((err: unknown) => ({ error: errorText(err) }));
+  }
+  return out;
+}
+
 // ---- hosts and the CLI -----------------------------------------------------------------------
 
 /** The berth CLI as a user on `h` types it (tracked by bench/lib, so cleanup can stop it). */
@@ -286,16 +443,22 @@ class PhasePoller {
 
   private async poll(until: number): Promise<void> {
     const sock = join(this.h.home, 'berth.sock');
+    const layers = join(this.h.cache, 'layers');
+    const m = this.marks;
+    const mark = (key: string): void => {
+      m[key] ??= performance.now() - this.t0;
+    };
     while (!this.stopped && performance.now() < until) {
       try {
-        if (this.marks.toolchain_present === undefined && (await hasImage(this.h, this.digest)))
-          this.marks.toolchain_present = performance.now() - this.t0;
+        // The toolchain's layers arrive in BERTH_CACHE/layers (a .partial while downloading);
+        // the engine is asked about the image only after that, so the polling stays light.
+        if (m.layers_downloaded === undefined) {
+          const files = existsSync(layers) ? readdirSync(layers) : [];
+          if (files.length) mark('layers_downloading');
+          if (files.some((f) => f.endsWith('.tar')) && !files.some((f) => f.endsWith('.partial'))) mark('layers_downloaded');
+        } else if (m.toolchain_present === undefined && (await hasImage(this.h, this.digest))) mark('toolchain_present');
         const r = await unixGet(sock, `/v1/envs/${ENV}`);
-        if (r.status === 200) {
-          const state = (JSON.parse(r.body) as EnvInfo).state;
-          const key = `env_${state}`;
-          if (this.marks[key] === undefined) this.marks[key] = performance.now() - this.t0;
-        }
+        if (r.status === 200) mark(`env_${(JSON.parse(r.body) as EnvInfo).state}`);
       } catch {
         // the next round tries again
       }
@@ -353,12 +516,14 @@ interface EnterSample {
   toolchain_pulled: boolean;
   transferred: { blobs: number; bytes: number };
   bytes_into_laptop_mb: number;
+  delayed_link_mb: { to_agents: number; from_agents: number };
   phases?: Record<string, number | null>;
 }
 
 /** `berth enter agents-1/ENV --no-shell --json`, then `berth exec ENV -- true`: both timed. */
 async function enterOnce(w: World, lap: TestHost, watch: boolean): Promise<EnterSample> {
   const rx0 = bytesInto(w.net, lap);
+  const link0 = { ...w.proxy.bytes };
   const t0 = performance.now();
   const poller = watch ? new PhasePoller(t0, lap, w.digest, 300_000) : undefined;
   let r: RunResult;
@@ -386,20 +551,25 @@ async function enterOnce(w: World, lap: TestHost, watch: boolean): Promise<Enter
     toolchain_pulled: e.toolchainPulled,
     transferred: e.transferred,
     bytes_into_laptop_mb: mb(bytesInto(w.net, lap) - rx0),
+    delayed_link_mb: { to_agents: mb3(w.proxy.bytes.up - link0.up), from_agents: mb3(w.proxy.bytes.down - link0.down) },
   };
   if (poller) {
     const m = poller.marks;
     const at = (k: string): number | null => (m[k] === undefined ? null : m[k]);
     const span = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : r1(b - a));
-    const tc = e.toolchainPulled ? at('toolchain_present') : null;
+    const pulled = e.toolchainPulled;
+    const downloading = pulled ? at('layers_downloading') : null;
+    const downloaded = pulled ? at('layers_downloaded') : null;
+    const present = pulled ? at('toolchain_present') : null;
     const creating = at('env_creating');
     const running = at('env_running');
-    const enterEnd = t1 - t0;
     sample.phases = {
-      toolchain_pull_until_present_ms: tc === null ? null : r1(tc),
-      snapshot_blobs_and_commits_ms: span(tc ?? (creating === null ? null : 0), creating),
+      command_start_and_remote_snapshot_ms: downloading === null ? null : r1(downloading),
+      toolchain_download_ms: span(downloading, downloaded),
+      toolchain_load_into_engine_ms: span(downloaded, present),
+      snapshot_blobs_and_commits_ms: span(pulled ? present : 0, creating),
       local_env_create_ms: span(creating, running),
-      caches_and_exit_ms: span(running, enterEnd),
+      caches_and_exit_ms: span(running, t1 - t0),
       first_command_ms: sample.first_command_ms,
     };
   }
@@ -477,6 +647,7 @@ async function naive(w: World, lap: TestHost, label: string, npmCache: string, c
       ),
     ),
   );
+  const contextMb = mb(Number((await mustRun('du', ['-sb', ws])).split('\t')[0]));
   const containerfile = join(dir, 'Containerfile');
   writeFileSync(containerfile, `FROM ${image}\nCOPY . /workspace\nWORKDIR /workspace\n`);
   steps.podman_build_ms = r1(
@@ -496,6 +667,7 @@ async function naive(w: World, lap: TestHost, label: string, npmCache: string, c
   );
   return {
     label,
+    build_context_mb: contextMb,
     steps,
     total_ms: r1(total),
     first_command_in_built_image_ms: firstMs,
@@ -535,9 +707,11 @@ async function pushSeries(w: World, lap: TestHost): Promise<Record<string, unkno
       )
         .trim()
         .split('\n');
+      const link0 = { ...w.proxy.bytes };
       const t0 = performance.now();
       const r = await cli(lap, ['push', ENV, '--json']);
       const ms = performance.now() - t0;
+      const link = { to_agents: mb3(w.proxy.bytes.up - link0.up), from_agents: mb3(w.proxy.bytes.down - link0.down) };
       if (r.code !== 0) throw new Error(`berth push ${ENV} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-8).join('\n')}`);
       const out = JSON.parse(r.stdout) as { pushMs: number; files: string[] };
       const there = (await sh(w.agents, ENV, 'sha256sum data/blob.txt | cut -d" " -f1; tail -n 1 app/page.tsx')).trim().split('\n');
@@ -550,6 +724,7 @@ async function pushSeries(w: World, lap: TestHost): Promise<Record<string, unkno
         push_ms_reported: out.pushMs,
         change_bytes: Number(sha[0]) + `// laptop edit ${i}\n`.length,
         files_applied: out.files.length,
+        delayed_link_mb: link,
       });
       log(`push ${i}: ${r1(ms)} ms (berth says ${out.pushMs} ms)`);
     } catch (err) {
@@ -621,6 +796,14 @@ async function seedNpmCache(agents: TestHost, tree: NpmTree): Promise<Record<str
 async function setupWorld(tree: NpmTree): Promise<World> {
   const setup: Record<string, unknown> = {};
   report.setup = setup;
+  log('delaying proxies: one large stream through each, on loopback');
+  const check = await checkProxies(opts['rtt-ms']);
+  setup.proxy_check = check;
+  const harness = check['test/helpers/delay-proxy.ts'] as { sent?: number; received?: number; in_order?: boolean };
+  notes.push(
+    `the laptop's link to the agents node goes through bench/enter.ts startDelayLink, not test/helpers/delay-proxy.ts: on loopback, the harness proxy delivered ${harness.received ?? '?'} of ${harness.sent ?? '?'} bytes of one stream (it destroys the destination 5 ms after the source closes, dropping what is still buffered); while this bench was written, berth enter's cache copy and git fetch through it failed at random`,
+  );
+  log(`proxy check: ${JSON.stringify(setup.proxy_check)}`);
   const digest = await toolchainDigest();
   const repo = makeAppRepo(tree);
 
@@ -646,7 +829,7 @@ async function setupWorld(tree: NpmTree): Promise<World> {
   });
   const img = JSON.parse((await unixGet(agents.podmanSock!, `/images/${digest}/json`)).body) as { Size?: number };
   await agents.startNode();
-  const proxy = await startDelayProxy({ host: agents.addr, port: 7700 }, opts['rtt-ms'], net.gateway);
+  const proxy = await startDelayLink({ host: agents.addr, port: 7700 }, opts['rtt-ms'], net.gateway);
   onCleanup('close the delay proxy', () => proxy.close());
   log(`agents node on ${agents.addr}:7700, delayed (${opts['rtt-ms']} ms round trip) on ${net.gateway}:${proxy.port}`);
 
@@ -680,7 +863,7 @@ async function setupWorld(tree: NpmTree): Promise<World> {
       subnet: `${net.prefix}.0/24`,
       gateway: net.gateway,
       hosts: { registry: reg.addr, agents: agents.addr },
-      delay: `test/helpers/delay-proxy.ts on ${net.gateway}:${proxy.port}, ${opts['rtt-ms']} ms round trip, in front of ${NODE} (${agents.addr}:7700): every link from the laptop to the agents node (API, git fetch, blobs, caches) goes through it; the registry is reached directly on the bridge`,
+      delay: `a delaying TCP proxy (bench/enter.ts startDelayLink: test/helpers/delay-proxy.ts's semantics, in order; see notes) on ${net.gateway}:${proxy.port}, ${opts['rtt-ms']} ms round trip, in front of ${NODE} (${agents.addr}:7700): every link from the laptop to the agents node (API, git fetch, blobs, caches) goes through it; the registry is reached directly on the bridge`,
     },
     toolchain: { digest, size_mb: img.Size ? mb(img.Size) : null, push_to_registry_ms: r1(pushMs), pull_into_agents_ms: r1(pullMs) },
     repo: {
@@ -747,7 +930,7 @@ async function coldRun(w: World, i: number): Promise<{ host: TestHost; sample: R
   return { host: lap, sample, ms: performance.now() - t0 };
 }
 
-runBench(report, (opts['max-seconds'] + 150) * 1000, async () => {
+runBench(report, (opts['max-seconds'] + 120) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   report.machine = {
     ...(await machine([])),
@@ -802,10 +985,6 @@ runBench(report, (opts['max-seconds'] + 150) * 1000, async () => {
   } catch (err) {
     coldErrors.push(errorText(err));
     log(`cold 1 failed: ${errorText(err)}`);
-    if (process.env.BENCH_DEBUG_PAUSE) {
-      log(`PAUSED: ${w.net.hosts.map((h) => `${h.name} ${h.ns} ${h.dir}`).join('; ')}`);
-      await sleep(900_000);
-    }
   }
   if (!lap) throw new Error(`the first cold enter failed: ${coldErrors.join('; ')}`);
 
@@ -965,5 +1144,6 @@ runBench(report, (opts['max-seconds'] + 150) * 1000, async () => {
           .join(' | ')}`,
       );
   }
+  report.loadavg_at_end = loadavg().map((x) => Math.round(x * 100) / 100);
   log('done');
 });

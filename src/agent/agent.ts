@@ -69,15 +69,15 @@ function serve(sock: Socket): void {
       hold: (w) => {
         sock.pause();
         // Whichever comes first: the reader catches up, or it goes away without reading.
-        let done = false;
         const resume = (): void => {
-          if (done) return;
-          done = true;
+          w.removeListener('drain', resume);
+          w.removeListener('close', resume);
+          w.removeListener('error', resume);
           sock.resume();
         };
-        w.once('drain', resume);
-        w.once('close', resume);
-        w.once('error', resume);
+        w.on('drain', resume);
+        w.on('close', resume);
+        w.on('error', resume);
       },
       takeStdin: (onData, onEnd) => {
         for (const c of entry.hooks.early.splice(0)) onData(c);

@@ -71,7 +71,14 @@ export async function fetchFromEnv(cacheRoot: string, req: FetchRequest): Promis
         },
         (err, _out, stderr) => {
           if (!err) return resolvePromise();
-          const msg = String(stderr).trim().split('\n').filter(Boolean).pop() ?? err.message;
+          const msg =
+            String(stderr)
+              .trim()
+              .split('\n')
+              .map((l) => l.replace(/^(fatal|error): /, '').trim())
+              .filter(Boolean)
+              .slice(-3)
+              .join('; ') || err.message;
           reject(
             new BerthError(
               /unreachable|ECONNREFUSED|no berth daemon/.test(msg) ? 'daemon_unreachable' : 'repo_not_found',

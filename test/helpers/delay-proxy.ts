@@ -1,5 +1,7 @@
 // A delaying TCP proxy: the kernel here has no netem, so latency goes on a link by passing it
-// through this. Each chunk is held for half the round-trip delay in each direction, order kept.
+// through this. Each chunk is held for half the round-trip delay in each direction, in order,
+// with one queue and one timer per direction; an end or close is passed on only after every
+// chunk before it has been written.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export interface DelayProxy {
@@ -7,36 +9,48 @@ export interface DelayProxy {
   close(): Promise<void>;
 }
 
+function delayedPipe(from: Socket, to: Socket, oneWayMs: number): void {
+  const queue: Array<{ due: number; chunk: Buffer | null }> = [];
+  let timer: NodeJS.Timeout | undefined;
+  const pump = (): void => {
+    timer = undefined;
+    while (queue.length && queue[0]!.due <= Date.now()) {
+      const { chunk } = queue.shift()!;
+      if (chunk === null) {
+        to.end();
+        return;
+      }
+      if (!to.destroyed && !to.write(chunk)) from.pause();
+    }
+    if (queue.length) timer = setTimeout(pump, Math.max(0, queue[0]!.due - Date.now()));
+  };
+  const push = (chunk: Buffer | null): void => {
+    queue.push({ due: Date.now() + oneWayMs, chunk });
+    timer ??= setTimeout(pump, Math.max(0, queue[0]!.due - Date.now()));
+  };
+  to.on('drain', () => from.resume());
+  from.on('data', (c: Buffer) => push(c));
+  from.on('end', () => push(null));
+  from.on('error', () => to.destroy());
+}
+
 export async function startDelayProxy(
   target: { host: string; port: number },
   rttMs: number,
   listenHost = '127.0.0.1',
 ): Promise<DelayProxy> {
-  const oneWay = rttMs / 2;
   const sockets = new Set<Socket>();
-  const pipe = (from: Socket, to: Socket): void => {
-    let last = 0;
-    from.on('data', (c: Buffer) => {
-      // Never before the previous chunk: a later chunk cannot overtake an earlier one.
-      const due = Math.max(Date.now() + oneWay, last);
-      last = due;
-      setTimeout(() => {
-        if (!to.destroyed) to.write(c);
-      }, due - Date.now());
-    });
-    from.on('end', () => setTimeout(() => to.end(), Math.max(0, last - Date.now()) + 1));
-    from.on('error', () => to.destroy());
-    from.on('close', () => setTimeout(() => to.destroy(), Math.max(0, last - Date.now()) + 5));
-  };
-  const server: Server = createServer((client) => {
+  const server: Server = createServer({ allowHalfOpen: true }, (client) => {
     client.setNoDelay(true);
-    const upstream = connect(target.port, target.host);
+    const upstream = connect({ port: target.port, host: target.host, allowHalfOpen: true });
     upstream.setNoDelay(true);
     sockets.add(client).add(upstream);
     client.on('close', () => sockets.delete(client));
     upstream.on('close', () => sockets.delete(upstream));
-    pipe(client, upstream);
-    pipe(upstream, client);
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+    delayedPipe(client, upstream, rttMs / 2);
+    delayedPipe(upstream, client, rttMs / 2);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

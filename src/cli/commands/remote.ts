@@ -277,9 +277,11 @@ async function pipeCache(from: NodeClient, fromEnv: string, to: NodeClient, toEn
       stderr: () => {},
     },
   );
-  const out = await holder.reader.wait();
-  writer.endStdin();
-  const into = await writer.wait();
+  // Both ends are awaited together: a failure on either side is the error, never an orphan.
+  const writing = writer.wait();
+  writing.catch(() => {});
+  const reading = holder.reader.wait().finally(() => writer.endStdin());
+  const [out, into] = await Promise.all([reading, writing]);
   if (out.exitCode !== 0 || into.exitCode !== 0)
     throw new BerthError('internal', `copying the cache ${dir} failed (tar exited ${out.exitCode} and ${into.exitCode})`);
 }
