@@ -9,32 +9,28 @@
 import type { NetworkMode } from '../src/core/api.js';
 import {
   BerthNode,
-  berthRevision,
-  ENGINE_CLI,
-  EngineApi,
-  Sampler,
   devcontainerExec,
   devcontainerUp,
   devcontainerWorkspace,
+  ENGINE_CLI,
   engineList,
+  type EngineName,
   failedRow,
   labelArgs,
   log,
-  machine,
-  makeRepo,
   mustRun,
   p50,
   parseOptions,
+  prepareEngineBench,
   ratio,
   removeContainer,
+  type Row,
   runBench,
+  Sampler,
   series,
   setDeadline,
   timed,
-  toolchainDigest,
   ulimitArgs,
-  type EngineName,
-  type Row,
 } from './lib.js';
 
 const opts = parseOptions({
@@ -171,24 +167,7 @@ runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   const engines = engineList(opts.engines);
   const dcEngines = engineList(opts['dc-engines']);
-  report.machine = await machine(engines);
-  report.options = opts;
-  report.berth = berthRevision();
-  report.percentiles = 'linear interpolation between closest ranks';
-  report.results = results;
-  const digest = await toolchainDigest();
-  report.image = { digest };
-  const repo = makeRepo();
-  const tags: Record<string, string> = {};
-  for (const engine of engines) {
-    const api = new EngineApi(engine);
-    try {
-      tags[engine] = await api.imageTag(digest);
-    } finally {
-      api.close();
-    }
-  }
-  (report.image as Record<string, unknown>).tags = tags;
+  const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
   for (const engine of engines) {
     const guard = (name: string, fn: () => Promise<void>): Promise<void> =>
       fn().catch((err: unknown) => void results.push(failedRow(name, 0, err, { engine })));

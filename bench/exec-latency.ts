@@ -7,30 +7,27 @@
 import type { ExecTiming } from '../src/core/api.js';
 import {
   BerthNode,
-  berthRevision,
-  ENGINE_CLI,
-  EngineApi,
-  engineList,
-  failedRow,
   devcontainerExec,
   devcontainerUp,
   devcontainerWorkspace,
+  ENGINE_CLI,
+  EngineApi,
+  engineList,
+  type EngineName,
+  failedRow,
   log,
-  machine,
-  makeRepo,
   mustRun,
   p50,
   parseOptions,
+  prepareEngineBench,
   ratio,
   removeContainer,
+  type Row,
   runBench,
   series,
   setDeadline,
   startIdleContainer,
   timed,
-  toolchainDigest,
-  type EngineName,
-  type Row,
 } from './lib.js';
 
 const opts = parseOptions({
@@ -155,24 +152,7 @@ function ratios(): Record<string, unknown> {
 runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   const engines = engineList(opts.engines);
-  report.machine = await machine(engines);
-  report.options = opts;
-  report.berth = berthRevision();
-  report.percentiles = 'linear interpolation between closest ranks';
-  report.results = results;
-  const digest = await toolchainDigest();
-  report.image = { digest };
-  const repo = makeRepo();
-  const tags: Record<string, string> = {};
-  for (const engine of engines) {
-    const api = new EngineApi(engine);
-    try {
-      tags[engine] = await api.imageTag(digest);
-    } finally {
-      api.close();
-    }
-  }
-  (report.image as Record<string, unknown>).tags = tags;
+  const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
   for (const engine of engines) {
     // A group that cannot even start is recorded with its exact error; the others still run.
     const guard = (name: string, fn: () => Promise<void>): Promise<void> =>

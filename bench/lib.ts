@@ -760,3 +760,33 @@ export async function machine(engines: EngineName[]): Promise<Record<string, unk
     engines: engineInfo,
   };
 }
+
+/**
+ * The opening every engine-comparing bench shares: machine, options and revision in the
+ * report, the toolchain digest, a test repository, and the toolchain's tag in each engine.
+ */
+export async function prepareEngineBench(
+  report: Record<string, unknown>,
+  opts: unknown,
+  engines: EngineName[],
+  results: unknown[],
+): Promise<{ digest: string; repo: string; tags: Record<string, string> }> {
+  report.machine = await machine(engines);
+  report.options = opts;
+  report.berth = berthRevision();
+  report.percentiles = 'linear interpolation between closest ranks';
+  report.results = results;
+  const digest = await toolchainDigest();
+  const repo = makeRepo();
+  const tags: Record<string, string> = {};
+  for (const engine of engines) {
+    const api = new EngineApi(engine);
+    try {
+      tags[engine] = await api.imageTag(digest);
+    } finally {
+      api.close();
+    }
+  }
+  report.image = { digest, tags };
+  return { digest, repo, tags };
+}
