@@ -672,7 +672,3 @@ function isSocket(path: string): boolean {
     return false;
   }
 }
-
-export function isAgentGone(err: unknown): boolean {
-  return err instanceof AgentGoneError;
-}

@@ -3,7 +3,7 @@
 // registry lacks them and come down only when the node lacks them, with progress either way.
 // The image id (the config's digest) is the toolchain digest on every node.
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createWriteStream, renameSync, rmSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError } from '../core/errors.js';
@@ -223,8 +223,4 @@ export async function pullImage(
 
 export function registryFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {
   return env.BERTH_REGISTRY || undefined;
-}
-
-export function readConfigFile(path: string): string | undefined {
-  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
 }
