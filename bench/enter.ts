@@ -24,7 +24,7 @@
 //        [--push-runs 5] [--naive-runs 2] [--rtt-ms 50] [--max-seconds 600]
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { homedir, loadavg } from 'node:os';
@@ -55,6 +55,7 @@ import {
   toolchainDigest,
   ulimitArgs,
   type RunResult,
+  treeSize,
 } from './lib.js';
 
 const opts = parseOptions({
@@ -187,24 +188,6 @@ async function npmTree(): Promise<NpmTree> {
   renameSync(tmp, dir);
   unregister();
   return { dir, cached: false, installMs: r1(ms) };
-}
-
-function treeSize(dir: string): { files: number; bytes: number } {
-  let files = 0;
-  let bytes = 0;
-  const stack = [dir];
-  while (stack.length) {
-    const d = stack.pop()!;
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) stack.push(p);
-      else if (e.isFile()) {
-        files++;
-        bytes += lstatSync(p).size;
-      }
-    }
-  }
-  return { files, bytes };
 }
 
 /** A git repository on `main`: the app, its package.json and package-lock.json; node_modules ignored. */

@@ -3,7 +3,18 @@
 // daemon in a throwaway home, plain peer containers, the Docker Engine API over a unix
 // socket, and devcontainer workspaces. Every figure a benchmark prints is measured here and now.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -789,4 +800,26 @@ export async function prepareEngineBench(
   }
   report.image = { digest, tags };
   return { digest, repo, tags };
+}
+
+/** Regular files under `dir`, their apparent size and the disk they take. */
+export function treeSize(dir: string): { files: number; bytes: number; diskBytes: number } {
+  let files = 0;
+  let bytes = 0;
+  let diskBytes = 0;
+  const stack = [dir];
+  while (stack.length) {
+    const d = stack.pop()!;
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) stack.push(p);
+      else if (e.isFile()) {
+        const st = lstatSync(p);
+        files++;
+        bytes += st.size;
+        diskBytes += st.blocks * 512;
+      }
+    }
+  }
+  return { files, bytes, diskBytes };
 }

@@ -23,7 +23,7 @@
 //        [--max-seconds 480]
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -62,6 +62,7 @@ import {
   unmount,
   type EngineName,
   type Row,
+  treeSize,
 } from './lib.js';
 
 const opts = parseOptions({
@@ -229,28 +230,6 @@ async function npmTree(label: string, deps: Record<string, string>, lockOnly: bo
   renameSync(tmp, dir);
   unregister();
   return { dir, cached: false, installMs: r1(ms) };
-}
-
-/** Regular files under `dir`, their apparent size and the disk they take. */
-function treeSize(dir: string): { files: number; bytes: number; diskBytes: number } {
-  let files = 0;
-  let bytes = 0;
-  let diskBytes = 0;
-  const stack = [dir];
-  while (stack.length) {
-    const d = stack.pop()!;
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) stack.push(p);
-      else if (e.isFile()) {
-        const st = lstatSync(p);
-        files++;
-        bytes += st.size;
-        diskBytes += st.blocks * 512;
-      }
-    }
-  }
-  return { files, bytes, diskBytes };
 }
 
 /**

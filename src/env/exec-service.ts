@@ -65,7 +65,6 @@ export async function startExec(
         transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
       };
       manager.stats.record(row.id, timing);
-      manager.lastUsed.set(row.id, Date.now());
       return { exitCode: e.timedOut ? 124 : e.exitCode, signal: e.signal, timedOut: e.timedOut, timing };
     },
     (err: unknown) => {
