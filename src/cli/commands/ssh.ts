@@ -3,6 +3,7 @@
 // `berth ssh-proxy %h`, which speaks SSH over its own stdio and turns sessions into berth
 // terminals, commands and port forwards. Access is berth's own: whoever can run the proxy
 // holds the node's token already.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Duplex } from 'node:stream';
 import { join } from 'node:path';
@@ -14,16 +15,21 @@ import { bool, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { clientFor, loadNodes, target } from '../nodes.js';
 
-const { Server, utils } = ssh2;
+const { Server } = ssh2;
 
 function hostKey(): { privateKey: string; publicLine: string } {
   const dir = berthHome();
   mkdirSync(dir, { recursive: true });
   const keyPath = join(dir, 'ssh_host_ed25519_key');
   if (!existsSync(keyPath)) {
-    const k = utils.generateKeyPairSync('ed25519');
-    writeFileSync(keyPath, k.private, { mode: 0o600 });
-    writeFileSync(keyPath + '.pub', k.public + '\n');
+    // OpenSSH's own key generator: its keys parse everywhere (ssh2's generated ones do not always).
+    const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'berth-proxy', '-f', keyPath], { encoding: 'utf8' });
+    if (r.status !== 0)
+      throw new BerthError(
+        'internal',
+        `could not make the SSH host key: ${(r.stderr || r.error?.message || '').trim()}`,
+        'install openssh-client (scripts/setup.sh does)',
+      );
   }
   const pub = readFileSync(keyPath + '.pub', 'utf8')
     .trim()
