@@ -364,8 +364,8 @@ async function checkProxies(rttMs: number): Promise<Record<string, unknown>> {
 // ---- hosts and the CLI -----------------------------------------------------------------------
 
 /** The berth CLI as a user on `h` types it (tracked by bench/lib, so cleanup can stop it). */
-function cli(h: TestHost, args: string[], timeoutMs = 120_000): Promise<RunResult> {
-  return run('nsenter', [`--net=/run/netns/${h.ns}`, process.execPath, BERTH, ...args], { env: h.env, timeoutMs });
+function cli(h: TestHost, args: string[], timeoutMs = 120_000, env: Record<string, string> = {}): Promise<RunResult> {
+  return run('nsenter', [`--net=/run/netns/${h.ns}`, process.execPath, BERTH, ...args], { env: { ...h.env, ...env }, timeoutMs });
 }
 
 async function mustCli(h: TestHost, args: string[], timeoutMs = 120_000): Promise<string> {
@@ -427,6 +427,7 @@ class PhasePoller {
   private async poll(until: number): Promise<void> {
     const sock = join(this.h.home, 'berth.sock');
     const layers = join(this.h.cache, 'layers');
+    const staging = join(this.h.cache, 'staging');
     const m = this.marks;
     const mark = (key: string): void => {
       m[key] ??= performance.now() - this.t0;
@@ -439,7 +440,15 @@ class PhasePoller {
           const files = existsSync(layers) ? readdirSync(layers) : [];
           if (files.length) mark('layers_downloading');
           if (files.some((f) => f.endsWith('.tar')) && !files.some((f) => f.endsWith('.partial'))) mark('layers_downloaded');
-        } else if (m.toolchain_present === undefined && (await hasImage(this.h, this.digest))) mark('toolchain_present');
+        }
+        if (m.layers_downloading !== undefined && m.toolchain_present === undefined && (await hasImage(this.h, this.digest)))
+          mark('toolchain_present');
+        // Caches the laptop has no volume for are fetched into BERTH_CACHE/staging beside the rest.
+        if (m.cache_fetched === undefined) {
+          const files = existsSync(staging) ? readdirSync(staging) : [];
+          if (files.length) mark('cache_fetching');
+          if (files.some((f) => f.endsWith('.tar'))) mark('cache_fetched');
+        }
         const r = await unixGet(sock, `/v1/envs/${ENV}`);
         if (r.status === 200) mark(`env_${(JSON.parse(r.body) as EnvInfo).state}`);
       } catch {
@@ -475,7 +484,12 @@ interface World {
 async function makeLaptop(w: World, name: string): Promise<{ host: TestHost; setupMs: number }> {
   const t0 = performance.now();
   const h = w.net.addHost(name);
-  await h.startPodman();
+  // The laptop's engine storage is a disk of its own (a fresh ext4 on a loop file). On this
+  // machine's root filesystem (ext4 without a journal), creating a file skips every inode freed
+  // in the last 305 s whose inode-table block is dirty, at a buffer lookup each: after the
+  // bench's own setup and earlier runs had deleted tens of thousands of files, the same toolchain
+  // load took 5 s in one run and 12 s in the next. A laptop's disk carries no such backlog.
+  await h.startPodman({ ownFilesystem: true });
   await h.startNode();
   const tokenFile = join(h.dir, `${NODE}.token`);
   writeFileSync(tokenFile, w.agents.token);
@@ -501,6 +515,7 @@ interface EnterSample {
   bytes_into_laptop_mb: number;
   delayed_link_mb: { to_agents: number; from_agents: number };
   phases?: Record<string, number | null>;
+  trace: string[];
 }
 
 /** `berth enter agents-1/ENV --no-shell --json`, then `berth exec ENV -- true`: both timed. */
@@ -511,7 +526,7 @@ async function enterOnce(w: World, lap: TestHost, watch: boolean): Promise<Enter
   const poller = watch ? new PhasePoller(t0, lap, w.digest, 300_000) : undefined;
   let r: RunResult;
   try {
-    r = await cli(lap, ['enter', `${NODE}/${ENV}`, '--no-shell', '--json'], 300_000);
+    r = await cli(lap, ['enter', `${NODE}/${ENV}`, '--no-shell', '--json'], 300_000, { BERTH_TRACE: '1' });
   } finally {
     await poller?.stop();
   }
@@ -535,25 +550,28 @@ async function enterOnce(w: World, lap: TestHost, watch: boolean): Promise<Enter
     transferred: e.transferred,
     bytes_into_laptop_mb: mb(bytesInto(w.net, lap) - rx0),
     delayed_link_mb: { to_agents: mb3(w.proxy.bytes.up - link0.up), from_agents: mb3(w.proxy.bytes.down - link0.down) },
+    // berth's own account of its steps (BERTH_TRACE), ms from the command's start.
+    trace: r.stderr
+      .split('\n')
+      .map((l) => /^\[trace +(\d+) ms\] (.*)$/.exec(l))
+      .filter((m): m is RegExpExecArray => !!m)
+      .map((m) => `${m[1]} ${m[2]}`),
   };
   if (poller) {
     const m = poller.marks;
     const at = (k: string): number | null => (m[k] === undefined ? null : m[k]);
-    const span = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : r1(b - a));
-    const pulled = e.toolchainPulled;
-    const downloading = pulled ? at('layers_downloading') : null;
-    const downloaded = pulled ? at('layers_downloaded') : null;
-    const present = pulled ? at('toolchain_present') : null;
-    const creating = at('env_creating');
-    const running = at('env_running');
+    // The toolchain pull and the cache fetch run beside the snapshot and commits, so these are
+    // points on one timeline (ms from the command's start), not consecutive spans.
     sample.phases = {
-      command_start_and_remote_snapshot_ms: downloading === null ? null : r1(downloading),
-      toolchain_download_ms: span(downloading, downloaded),
-      toolchain_load_into_engine_ms: span(downloaded, present),
-      snapshot_blobs_and_commits_ms: span(pulled ? present : 0, creating),
-      local_env_create_ms: span(creating, running),
-      caches_and_exit_ms: span(running, t1 - t0),
-      first_command_ms: sample.first_command_ms,
+      toolchain_download_start: at('layers_downloading'),
+      toolchain_download_end: at('layers_downloaded'),
+      toolchain_in_engine: at('toolchain_present'),
+      cache_fetch_start: at('cache_fetching'),
+      cache_fetch_end: at('cache_fetched'),
+      local_env_creating: at('env_creating'),
+      local_env_running: at('env_running'),
+      enter_returned: r1(t1 - t0),
+      first_command_returned: r1(t2 - t0),
     };
   }
   return sample;
@@ -1031,6 +1049,8 @@ runBench(report, (opts['max-seconds'] + 120) * 1000, async () => {
 
   // 1 + 3 (cold), again, on fresh laptops, while the budget allows (push still to come).
   const pushReserveMs = 120_000;
+  // Dropped after the last cold run, so no cold run follows a big delete of this bench's own.
+  const extraLaptops: TestHost[] = [];
   for (let i = 2; i <= opts['cold-runs']; i++) {
     const need = coldMs * 1.25 + pushReserveMs;
     if (remainingMs() < need) {
@@ -1042,13 +1062,15 @@ runBench(report, (opts['max-seconds'] + 120) * 1000, async () => {
     try {
       const c = await coldRun(w, i);
       colds.push(c.sample);
-      await dropHost(c.host);
+      extraLaptops.push(c.host);
     } catch (err) {
       coldErrors.push(errorText(err));
       log(`cold ${i} failed: ${errorText(err)}`);
       break;
     }
   }
+
+  for (const h of extraLaptops) await dropHost(h);
 
   // 5: push, from the first laptop.
   let push: Record<string, unknown>;

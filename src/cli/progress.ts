@@ -36,3 +36,11 @@ function renderBar(fraction: number): string {
   const filled = Math.max(0, Math.min(width, Math.round(fraction * width)));
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(fraction * 100)).padStart(3)}%`;
 }
+
+const traceStart = performance.now();
+
+/** With BERTH_TRACE set, a line on stderr per step, with the time since the command started. */
+export function trace(label: string): void {
+  if (!process.env.BERTH_TRACE) return;
+  process.stderr.write(`[trace ${(performance.now() - traceStart).toFixed(0).padStart(6)} ms] ${label}\n`);
+}

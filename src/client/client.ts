@@ -1,6 +1,7 @@
 // The one client of the node API. The CLI, the SDK and (later) the dashboard use it.
 import http from 'node:http';
 import https from 'node:https';
+import type { Readable } from 'node:stream';
 import { WebSocket } from 'ws';
 import type {
   BatchRequest,
@@ -180,9 +181,10 @@ export class NodeClient {
   }
 
   /** Raw bytes (blobs, manifests). */
-  async raw(method: string, path: string, body?: Buffer): Promise<Buffer> {
+  async raw(method: string, path: string, body?: Buffer | Readable, length?: number): Promise<Buffer> {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
-    if (body) headers['content-length'] = String(body.length);
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
+    else if (body && length !== undefined) headers['content-length'] = String(length);
     if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
     const base = this.o.url ? new URL(this.o.url) : undefined;
     return new Promise<Buffer>((resolve, reject) => {
@@ -212,8 +214,21 @@ export class NodeClient {
         },
       );
       req.on('error', (err: NodeJS.ErrnoException) => reject(unreachable(this.target, err)));
-      req.end(body);
+      if (body === undefined || Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.on('error', (err) => {
+          reject(err);
+          req.destroy();
+        });
+        body.pipe(req);
+      }
     });
+  }
+
+  /** A tar stream unpacked into a directory of the environment (the engine unpacks it, confined). */
+  async putArchive(name: string, dir: string, tar: Readable, size?: number): Promise<{ dir: string }> {
+    const out = await this.raw('PUT', `/v1/envs/${encodeURIComponent(name)}/archive?path=${encodeURIComponent(dir)}`, tar, size);
+    return JSON.parse(out.toString('utf8')) as { dir: string };
   }
 
   async missingBlobs(hashes: string[]): Promise<string[]> {

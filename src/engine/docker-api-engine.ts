@@ -17,6 +17,22 @@ export class DockerApiEngine implements Engine {
 
   async version(signal?: AbortSignal): Promise<EngineVersion> {
     if (this.cachedVersion) return this.cachedVersion;
+    // /_ping answers in well under a millisecond, and its headers name the engine; Podman's
+    // /version takes about 300 ms (it gathers host facts), and every command that finds the
+    // engine asks this first.
+    const ping = await this.http.stream('GET', '/_ping', signal);
+    ping.resume();
+    if (ping.statusCode === 200) {
+      const h = (k: string): string | undefined => {
+        const v = ping.headers[k];
+        return Array.isArray(v) ? v[0] : v;
+      };
+      const libpod = h('libpod-api-version');
+      const docker = /^Docker\/(\S+)/.exec(h('server') ?? '')?.[1];
+      const apiVersion = h('api-version') ?? '?';
+      if (libpod) return (this.cachedVersion = { name: 'podman', version: libpod, apiVersion });
+      if (docker) return (this.cachedVersion = { name: 'docker', version: docker, apiVersion });
+    }
     const res = await this.http.request('GET', `${API}/version`, undefined, signal);
     check(res, 'read the engine version');
     const v = JSON.parse(res.body.toString('utf8')) as {
@@ -52,6 +68,20 @@ export class DockerApiEngine implements Engine {
     check(res, 'load image');
     const text = res.body.toString('utf8');
     if (/"error"\s*:/.test(text)) throw new BerthError('internal', `engine refused the image: ${text.slice(0, 300)}`);
+  }
+
+  async putArchive(id: string, dir: string, tar: Readable, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.upload(
+      `${API}/containers/${encodeURIComponent(id)}/archive?path=${encodeURIComponent(dir)}`,
+      tar,
+      'application/x-tar',
+      signal,
+      'PUT',
+    );
+    if (res.status === 404) throw new BerthError('not_found', `no directory ${dir} in the container (${engineMessage(res)})`);
+    if (res.status === 400 || res.status === 403)
+      throw new BerthError('invalid_request', `the engine refused the archive for ${dir}: ${engineMessage(res)}`);
+    check(res, `unpack an archive into ${dir}`);
   }
 
   async exportImage(ref: string, signal?: AbortSignal): Promise<Readable> {

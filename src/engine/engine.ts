@@ -81,5 +81,11 @@ export interface Engine {
   ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
   listVolumes(labels: Record<string, string>, signal?: AbortSignal): Promise<string[]>;
   removeVolume(name: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Unpacks a tar stream into a directory of the container, volumes included. The engine does
+   * the unpacking confined to the container's filesystem, so the archive's links cannot reach
+   * the host.
+   */
+  putArchive(id: string, dir: string, tar: Readable, signal?: AbortSignal): Promise<void>;
   close(): void;
 }

@@ -48,8 +48,8 @@ export class EngineHttp {
     });
   }
 
-  upload(path: string, stream: Readable, contentType: string, signal?: AbortSignal): Promise<HttpResponse> {
-    return this.send('POST', path, { 'content-type': contentType, 'transfer-encoding': 'chunked' }, stream, signal);
+  upload(path: string, stream: Readable, contentType: string, signal?: AbortSignal, method = 'POST'): Promise<HttpResponse> {
+    return this.send(method, path, { 'content-type': contentType, 'transfer-encoding': 'chunked' }, stream, signal);
   }
 
   private send(
@@ -79,7 +79,14 @@ export class EngineHttp {
       });
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
-      else body.pipe(req);
+      else {
+        // A failing source (an upload cut short, or over its limit) is the error, not the engine.
+        body.on('error', (err) => {
+          reject(err);
+          req.destroy();
+        });
+        body.pipe(req);
+      }
     });
   }
 

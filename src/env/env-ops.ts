@@ -1,5 +1,6 @@
 // Operations on a running environment through its agent: services, logs, describe, batch.
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import type { BatchRequest, BatchResult, BerthFile, ServiceInfo, ServiceStartRequest } from '../core/api.js';
 import { BerthFile as BerthFileSchema } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
@@ -181,4 +182,30 @@ export async function runBatch(manager: EnvManager, name: string, req: BatchRequ
 
 function round(n: number): number {
   return Math.round(n * 1000) / 1000;
+}
+
+/**
+ * A tar stream unpacked by the engine into a directory of a running environment (volumes
+ * included): how `enter` restores a cache it fetched beside its other work.
+ */
+export async function putArchive(manager: EnvManager, name: string, dir: string | null, tar: Readable): Promise<{ dir: string }> {
+  if (!dir || !dir.startsWith('/') || dir.length > 4096 || dir.includes('\0') || dir.split('/').some((p) => p === '.' || p === '..'))
+    throw new BerthError(
+      'invalid_request',
+      `the target must be an absolute directory without . or .. parts, not ${JSON.stringify(dir ?? '')}`,
+    );
+  const row = manager.row(name);
+  if (row.state !== 'running' || !row.container_id)
+    throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'archives go into running environments');
+  manager.busy(row.id, 1);
+  try {
+    // The same on every engine: a missing directory is made (Podman would, Docker would refuse).
+    const made = await ask(manager, name, { op: 'exec', argv: ['mkdir', '-p', '--', dir] });
+    if (made.exec?.exitCode !== 0)
+      throw new BerthError('invalid_request', `cannot make the directory ${dir} in ${name}`, 'give a directory the environment can write');
+    await manager.engine.putArchive(row.container_id, dir, tar);
+  } finally {
+    manager.busy(row.id, -1);
+  }
+  return { dir };
 }

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Duplex } from 'node:stream';
+import { Transform, type Duplex, type Readable } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
 import {
@@ -25,12 +25,23 @@ import { fetchFromEnv, FetchRequest } from '../remote/git-remote.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { EnvManager } from '../env/manager.js';
 import { execBuffered, startExec } from '../env/exec-service.js';
-import { autostartServices, describeEnv, listServices, openStream, runBatch, startService, stopService } from '../env/env-ops.js';
+import {
+  autostartServices,
+  describeEnv,
+  listServices,
+  openStream,
+  putArchive,
+  runBatch,
+  startService,
+  stopService,
+} from '../env/env-ops.js';
 import { verify } from '../env/verify.js';
 import type { PtySessions } from '../env/pty-sessions.js';
 
 const MAX_BODY = 16 * 1024 * 1024;
 const MAX_BLOB = 512 * 1024 * 1024;
+/** The largest tar unpacked into an environment in one request (a cache restored by enter). */
+const MAX_ARCHIVE = 8 * 1024 * 1024 * 1024;
 /** Output held for a slow WebSocket client before the command is paused. */
 const HIGH_WATER = 8 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
@@ -192,6 +203,11 @@ const ROUTES: Route[] = [
           : { ...r, error: { code: 'conflict', message: `push conflicts with the agent's changes in ${r.conflicts.join(', ')}` } },
       };
     },
+  },
+  {
+    method: 'PUT',
+    pattern: new RegExp(`^/v1/envs/${NAME}/archive$`),
+    handle: async ({ o, req, params, query }) => ok(await putArchive(o.manager, params[0]!, query.get('path'), capped(req, MAX_ARCHIVE))),
   },
   {
     method: 'POST',
@@ -629,6 +645,22 @@ function readJson(req: http.IncomingMessage): Promise<unknown> {
     });
     req.on('error', reject);
   });
+}
+
+/** The request body as a stream that fails with too_large past `max` bytes. */
+function capped(req: http.IncomingMessage, max: number): Readable {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > max) throw new BerthError('too_large', `upload of ${declared} bytes is over ${max} bytes`);
+  let size = 0;
+  const counter = new Transform({
+    transform(c: Buffer, _enc, cb) {
+      size += c.length;
+      if (size > max) cb(new BerthError('too_large', `upload is over ${max} bytes`));
+      else cb(null, c);
+    },
+  });
+  req.on('error', (err) => counter.destroy(err));
+  return req.pipe(counter);
 }
 
 function readRaw(req: http.IncomingMessage, max: number): Promise<Buffer> {

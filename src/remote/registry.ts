@@ -4,11 +4,11 @@
 // The image id (the config's digest) is the toolchain digest on every node.
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, renameSync, rmSync } from 'node:fs';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError } from '../core/errors.js';
 import type { Engine } from '../engine/engine.js';
-import { imageArchive, readTar } from '../toolchain/archive.js';
+import { imageArchive, readTar, type ArchiveLayer } from '../toolchain/archive.js';
 import { hasLayer, layerPath } from '../toolchain/layer-cache.js';
 
 export const TOOLCHAIN_REPO = 'berth/toolchain';
@@ -181,41 +181,74 @@ export async function pullImage(
   if (`sha256:${createHash('sha256').update(config).digest('hex')}` !== digest)
     throw new BerthError('corrupt', 'the config from the registry does not match its digest');
   const total = manifest.layers.filter((l) => !hasLayer(l.digest)).reduce((n, l) => n + l.size, 0);
+  onProgress?.({ phase: 'manifest', bytes: 0, total });
   let downloaded = 0;
   let reused = 0;
-  for (const l of manifest.layers) {
+  // Missing layers stream from the registry straight into the engine's load, and into the layer
+  // cache beside it; each is checked against its digest before the archive goes on, so a bad
+  // layer ends the load with an error instead of an image.
+  const opened: Array<Promise<void>> = [];
+  const layers: ArchiveLayer[] = manifest.layers.map((l) => {
     if (hasLayer(l.digest)) {
       reused++;
-      continue;
+      return { path: layerPath(l.digest), diffId: l.digest };
     }
-    const dest = layerPath(l.digest);
-    const tmp = `${dest}.${randomBytes(4).toString('hex')}.partial`;
-    const blob = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/${l.digest}`);
-    await expect(blob, `send layer ${l.digest.slice(0, 19)}`, [200]);
-    const hash = createHash('sha256');
-    const body = Readable.fromWeb(blob.body as import('node:stream/web').ReadableStream);
-    body.on('data', (c: Buffer) => {
-      hash.update(c);
-      downloaded += c.length;
-      onProgress?.({ phase: 'download', bytes: downloaded, total });
-    });
-    try {
-      await pipeline(body, createWriteStream(tmp));
-      if (`sha256:${hash.digest('hex')}` !== l.digest)
-        throw new BerthError('corrupt', `layer ${l.digest.slice(0, 19)} from the registry does not match its digest`);
-      renameSync(tmp, dest);
-    } finally {
-      rmSync(tmp, { force: true });
-    }
-  }
-  const archive = imageArchive(
-    config.toString('utf8'),
-    digest,
-    [`berth-toolchain:${digest.slice(7, 23)}`],
-    manifest.layers.map((l) => ({ path: layerPath(l.digest), diffId: l.digest })),
-    (sent, all) => onProgress?.({ phase: 'load', bytes: sent, total: all }),
+    return {
+      diffId: l.digest,
+      size: l.size,
+      open: async () => {
+        const blob = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/blobs/${l.digest}`);
+        await expect(blob, `send layer ${l.digest.slice(0, 19)}`, [200]);
+        const dest = layerPath(l.digest);
+        const tmp = `${dest}.${randomBytes(4).toString('hex')}.partial`;
+        const hash = createHash('sha256');
+        const file = createWriteStream(tmp);
+        const checked = new Transform({
+          transform(c: Buffer, _enc, cb) {
+            hash.update(c);
+            downloaded += c.length;
+            onProgress?.({ phase: 'download', bytes: downloaded, total });
+            if (file.write(c)) cb(null, c);
+            else file.once('drain', () => cb(null, c));
+          },
+          flush(cb) {
+            file.end(() => {
+              if (`sha256:${hash.digest('hex')}` !== l.digest) {
+                rmSync(tmp, { force: true });
+                cb(new BerthError('corrupt', `layer ${l.digest.slice(0, 19)} from the registry does not match its digest`));
+                return;
+              }
+              renameSync(tmp, dest);
+              cb();
+            });
+          },
+        });
+        const body = Readable.fromWeb(blob.body as import('node:stream/web').ReadableStream);
+        const done = pipeline(body, checked).catch((err: unknown) => {
+          file.destroy();
+          rmSync(tmp, { force: true });
+          throw err;
+        });
+        opened.push(done);
+        done.catch(() => {});
+        return checked;
+      },
+    };
+  });
+  const archive = imageArchive(config.toString('utf8'), digest, [`berth-toolchain:${digest.slice(7, 23)}`], layers, (sent, all) =>
+    onProgress?.({ phase: 'load', bytes: sent, total: all }),
   );
-  await engine.loadImage(archive);
+  let archiveError: unknown;
+  archive.on('error', (err) => (archiveError = err));
+  try {
+    await engine.loadImage(archive);
+  } catch (err) {
+    // The cause (a short or corrupt download) says more than the engine's side of it.
+    for (const o of opened) await o.catch((e: unknown) => (archiveError ??= e));
+    throw archiveError ?? err;
+  }
+  await Promise.all(opened);
+  if (archiveError) throw archiveError;
   if (!(await engine.inspectImage(digest)))
     throw new BerthError('internal', `the engine loaded the pulled toolchain but has no ${digest.slice(0, 19)}`);
   return { downloaded, reused };

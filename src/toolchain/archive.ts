@@ -6,11 +6,16 @@ import { TAR_END, tarHeader, tarPadding } from './tar.js';
 
 const EPOCH = 1_700_000_000;
 
-export interface ArchiveLayer {
-  path: string;
+export type ArchiveLayer = {
   /** sha256:... of the uncompressed layer. */
   diffId: string;
-}
+} & (
+  | { path: string }
+  /** A layer still arriving (a registry download): its size is known, its bytes are opened when the archive reaches it. */
+  | { size: number; open: () => Promise<Readable> }
+);
+
+const layerSize = (l: ArchiveLayer): number => ('path' in l ? statSync(l.path).size : l.size);
 
 export function imageArchive(
   config: string,
@@ -21,7 +26,8 @@ export function imageArchive(
 ): Readable {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   const hex = digest.replace(/^sha256:/, '');
-  const total = layers.reduce((n, l) => n + statSync(l.path).size, 0);
+  const sizes = layers.map(layerSize);
+  const total = sizes.reduce((n, s) => n + s, 0);
   const names = layers.map((l) => `${l.diffId.replace(/^sha256:/, '')}/layer.tar`);
   const manifest = JSON.stringify([{ Config: `${hex}.json`, RepoTags: tags, Layers: names }]);
   const write = async (): Promise<void> => {
@@ -35,12 +41,16 @@ export function imageArchive(
     let sent = 0;
     let lastReport = 0;
     for (const [i, layer] of layers.entries()) {
-      const size = statSync(layer.path).size;
+      const size = sizes[i]!;
       const dir = names[i]!.slice(0, names[i]!.indexOf('/') + 1);
       out.write(tarHeader(dir, 0, EPOCH, 0o755, '5'));
       out.write(tarHeader(names[i]!, size, EPOCH));
-      for await (const chunk of createReadStream(layer.path, { highWaterMark: 1 << 20 })) {
+      const body = 'path' in layer ? createReadStream(layer.path, { highWaterMark: 1 << 20 }) : await layer.open();
+      let got = 0;
+      for await (const chunk of body) {
         const c = chunk as Buffer;
+        got += c.length;
+        if (got > size) throw new Error(`layer ${layer.diffId.slice(0, 19)} is longer than its ${size} bytes`);
         sent += c.length;
         if (!out.write(c)) await new Promise((r) => out.once('drain', r));
         if (sent - lastReport > 8 << 20 || sent === total) {
@@ -48,6 +58,7 @@ export function imageArchive(
           onLayerBytes?.(sent, total);
         }
       }
+      if (got !== size) throw new Error(`layer ${layer.diffId.slice(0, 19)} ended after ${got} of its ${size} bytes`);
       out.write(tarPadding(size));
     }
     file('manifest.json', manifest);

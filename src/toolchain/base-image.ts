@@ -14,7 +14,16 @@ import { imageArchive } from './archive.js';
 import { linkLayer } from './layer-cache.js';
 
 export const DEFAULT_TAG = 'berth-toolchain:default';
-const RECIPE_VERSION = 2;
+const RECIPE_VERSION = 3;
+/**
+ * npm comes from the npm registry, pinned by version and integrity, not from Debian: Debian's
+ * `npm` package pulls in some 870 separately packaged modules (about 150 MB and 25,000 files), which
+ * made every toolchain transfer and load three times slower. This one tarball is self-contained.
+ */
+export const NPM_RELEASE = {
+  version: '10.9.2',
+  integrity: 'sha512-iriPEPIkoMYUy3F6f3wwSZAU93E0Eg6cHwIR6jzzOXWSy+SD/rOODEs74cVONHKSx2obXtuUoyidVEhISrisgQ==',
+};
 const SUITE = 'bookworm';
 const EPOCH = 1_700_000_000; // fixed timestamps make the archive reproducible
 
@@ -26,7 +35,6 @@ export const DEFAULT_PACKAGES = [
   'ca-certificates',
   'python3',
   'nodejs',
-  'npm',
   'procps',
   'iproute2',
   'less',
@@ -85,7 +93,7 @@ export async function buildBaseImage(
   }
   const security = sources.find((s) => s.suites.includes(`${SUITE}-security`));
   const updates = sources.find((s) => s.suites.includes(`${SUITE}-updates`));
-  const recipe = { v: RECIPE_VERSION, suite: SUITE, packages, main, security, updates, arch: process.arch };
+  const recipe = { v: RECIPE_VERSION, suite: SUITE, packages, npm: NPM_RELEASE, main, security, updates, arch: process.arch };
   const key = sha256Hex(canonicalJson(recipe)).slice(0, 16);
   const tag = `berth-toolchain:${key}`;
   const dir = join(cacheDir(), 'toolchains', key);
@@ -108,8 +116,10 @@ export async function buildBaseImage(
   let cached: BuildResult['cached'] = 'archive';
   if (opts.force || !existsSync(rootfs)) {
     cached = 'none';
+    const npmTarball = await fetchNpm(progress, opts.signal);
     await mmdebstrap(
       recipe.packages,
+      npmTarball,
       [...new Set([main, updates, security])].filter((s): s is AptSource => !!s),
       rootfs,
       progress,
@@ -171,8 +181,72 @@ export function defaultToolchainDigest(env: NodeJS.ProcessEnv = process.env): st
   }
 }
 
+/**
+ * The pinned npm release as a tarball in the cache, fetched with the machine's own npm (so its
+ * registry, proxy and CA settings apply) and checked against the pinned integrity.
+ */
+async function fetchNpm(progress: (p: BuildProgress) => void, signal?: AbortSignal): Promise<string> {
+  const dir = join(cacheDir(), 'downloads');
+  const path = join(dir, `npm-${NPM_RELEASE.version}.tgz`);
+  if (existsSync(path) && integrityOf(readFileSync(path)) === NPM_RELEASE.integrity) return path;
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `.pack-${process.pid}-${Date.now()}`);
+  mkdirSync(tmp, { recursive: true });
+  progress({ phase: 'resolve', message: `fetching npm ${NPM_RELEASE.version} from the npm registry` });
+  try {
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn('npm', ['pack', `npm@${NPM_RELEASE.version}`, '--pack-destination', tmp, '--json', '--ignore-scripts'], {
+        cwd: tmp,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        signal,
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'ENOENT'
+            ? new BerthError('invalid_request', 'npm is not installed on this machine', 'install Node.js 20 with npm')
+            : err,
+        ),
+      );
+      child.on('close', (code) =>
+        code === 0
+          ? resolve(stdout)
+          : reject(
+              new BerthError(
+                'invalid_request',
+                `could not fetch npm ${NPM_RELEASE.version} from the npm registry: ${stderr.trim().split('\n').slice(-1)[0] ?? `exit ${code}`}`,
+              ),
+            ),
+      );
+    });
+    const file = (JSON.parse(out) as Array<{ filename: string }>)[0]?.filename;
+    const got = file ? join(tmp, file) : null;
+    if (!got || !existsSync(got)) throw new BerthError('internal', `npm pack gave no tarball for npm@${NPM_RELEASE.version}`);
+    const integrity = integrityOf(readFileSync(got));
+    if (integrity !== NPM_RELEASE.integrity)
+      throw new BerthError(
+        'corrupt',
+        `npm ${NPM_RELEASE.version} from the registry has integrity ${integrity.slice(0, 20)}…, not the pinned one`,
+      );
+    renameSync(got, path);
+    return path;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function integrityOf(data: Buffer): string {
+  return 'sha512-' + createHash('sha512').update(data).digest('base64');
+}
+
+const shq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
 function mmdebstrap(
   packages: string[],
+  npmTarball: string,
   sources: AptSource[],
   out: string,
   progress: (p: BuildProgress) => void,
@@ -191,6 +265,8 @@ function mmdebstrap(
     '--dpkgopt=path-exclude=/usr/share/locale/*',
     '--dpkgopt=path-exclude=/usr/share/info/*',
     '--customize-hook=mkdir -p "$1/workspace" "$1/.berth"',
+    // npm, unpacked where Node looks for global packages, with its two commands on PATH.
+    `--customize-hook=mkdir -p "$1/usr/local/lib/node_modules/npm" && tar -xzf ${shq(npmTarball)} -C "$1/usr/local/lib/node_modules/npm" --strip-components=1 --no-same-owner && ln -s ../lib/node_modules/npm/bin/npm-cli.js "$1/usr/local/bin/npm" && ln -s ../lib/node_modules/npm/bin/npx-cli.js "$1/usr/local/bin/npx"`,
     '--customize-hook=rm -rf "$1/var/cache/apt/"*.bin "$1/var/lib/apt/lists/"* "$1/var/log/"*',
     SUITE,
     tmp,

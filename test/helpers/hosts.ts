@@ -56,9 +56,26 @@ export class TestHost {
     return existsSync(p) ? readFileSync(p, 'utf8') : '';
   }
 
-  /** A Podman service with storage of its own, inside the host's namespace. */
-  async startPodman(): Promise<void> {
+  /**
+   * A Podman service with storage of its own, inside the host's namespace. With `ownFilesystem`,
+   * the storage is a fresh ext4 (with its journal) on a loop file, as a machine's own disk would
+   * be, instead of a directory on this machine's root filesystem.
+   */
+  async startPodman(opts: { ownFilesystem?: boolean } = {}): Promise<void> {
     const sock = join(this.dir, 'podman.sock');
+    if (opts.ownFilesystem) {
+      const img = join(this.dir, 'storage.img');
+      const mnt = join(this.dir, 'storage');
+      mkdirSync(mnt, { recursive: true });
+      for (const [cmd, args] of [
+        ['truncate', ['-s', '16G', img]],
+        ['mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', img]],
+        ['mount', ['-o', 'loop', img, mnt]],
+      ] as const) {
+        const r = spawnSync(cmd, args, { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`${cmd} for ${this.name}'s storage failed: ${r.stderr || r.error?.message}`);
+      }
+    }
     this.spawn(
       'podman',
       ['--root', join(this.dir, 'storage'), '--runroot', join(this.dir, 'run'), 'system', 'service', '--time=0', `unix://${sock}`],

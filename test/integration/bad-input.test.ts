@@ -3,11 +3,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BERTH, makeRepo, NodeFixture, run, testEngines, failureTracker } from '../helpers/fixture.js';
+import { TAR_END, tarHeader, tarPadding } from '../../src/toolchain/tar.js';
 
 function oneLine(stderr: string): string {
   const lines = stderr.trim().split('\n');
@@ -33,6 +34,42 @@ function api(socketPath: string, method: string, path: string, body?: string): P
     req.end(body);
   });
 }
+
+/** A tar body PUT to the node's API, with headers of the caller's choosing. */
+function putTar(
+  socketPath: string,
+  path: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: ApiBody }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, method: 'PUT', path, headers: { 'content-type': 'application/x-tar', ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as ApiBody }),
+      );
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.on('socket', (s) => s.on('error', () => {}));
+    req.end(body);
+  });
+}
+
+const tarFile = (name: string, text: string): Buffer => {
+  const b = Buffer.from(text);
+  return Buffer.concat([tarHeader(name, b.length, 1_700_000_000), b, tarPadding(b.length)]);
+};
+const tarLink = (name: string, target: string): Buffer => {
+  const h = tarHeader(name, 0, 1_700_000_000, 0o777, '2');
+  h.write(target, 157, 100, 'utf8');
+  // The checksum covers the link name too.
+  h.write('        ', 148);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\u0000 ', 148, 'binary');
+  return h;
+};
 
 for (const engine of testEngines()) {
   describe(`bad input on ${engine}`, () => {
@@ -119,6 +156,55 @@ for (const engine of testEngines()) {
           const r = await node.cli(['new', 'img', '--repo', repo.path, '--toolchain', 'sha256:' + '0'.repeat(64)]);
           assert.equal(r.code, 8);
           assert.match(oneLine(r.stderr), /not on this node.*toolchain build/);
+          nothingLeft();
+        })(),
+      ));
+
+    it('archives unpack inside the environment only; bad targets, unknown names and oversize uploads are refused', () =>
+      track(
+        (async () => {
+          const sock = join(node.home, 'berth.sock');
+          await node.json(['new', 'arch', '--repo', repo.path, '--network', 'none']);
+          const good = await putTar(sock, '/v1/envs/arch/archive?path=/tmp', Buffer.concat([tarFile('in/hello.txt', 'hi\n'), TAR_END]));
+          assert.equal(good.status, 200, JSON.stringify(good.json));
+          assert.equal((await node.cli(['exec', 'arch', '--', 'cat', '/tmp/in/hello.txt'])).stdout, 'hi\n');
+          // A directory that is not there yet is made first, on every engine.
+          const fresh = await putTar(sock, '/v1/envs/arch/archive?path=/opt/new/dir', Buffer.concat([tarFile('a.txt', 'a\n'), TAR_END]));
+          assert.equal(fresh.status, 200, JSON.stringify(fresh.json));
+          assert.equal((await node.cli(['exec', 'arch', '--', 'cat', '/opt/new/dir/a.txt'])).stdout, 'a\n');
+
+          // An archive that tries to leave: a climbing name, and a link to the host's /tmp
+          // followed by a file through it. Whatever the engine answers, the host is untouched.
+          const marker = `berth-escape-${process.pid}-${Date.now()}`;
+          const evil = Buffer.concat([
+            tarFile(`../../../../../../../tmp/${marker}`, 'out\n'),
+            tarLink('hostdir', '/tmp'),
+            tarFile(`hostdir/${marker}-2`, 'out\n'),
+            TAR_END,
+          ]);
+          const escaped = await putTar(sock, '/v1/envs/arch/archive?path=/tmp', evil);
+          assert.ok(escaped.status === 200 || escaped.status >= 400, `status ${escaped.status}`);
+          assert.equal(existsSync(`/tmp/${marker}`), false, 'a climbing name reached the host');
+          assert.equal(existsSync(`/tmp/${marker}-2`), false, 'a link reached the host');
+
+          for (const [path, status, code] of [
+            ['/v1/envs/arch/archive?path=tmp', 400, 'invalid_request'],
+            ['/v1/envs/arch/archive?path=/tmp/../etc', 400, 'invalid_request'],
+            ['/v1/envs/arch/archive', 400, 'invalid_request'],
+            ['/v1/envs/nope/archive?path=/tmp', 404, 'not_found'],
+            ['/v1/envs/arch/archive?path=/proc/1/nope', 400, 'invalid_request'],
+          ] as const) {
+            const r = await putTar(sock, path, Buffer.concat([tarFile('x', 'x'), TAR_END]));
+            assert.equal(r.status, status, `${path}: ${JSON.stringify(r.json)}`);
+            assert.equal(r.json.error?.code, code, path);
+            assert.ok(!r.json.error?.message.includes('\n'), 'one line');
+          }
+          const huge = await putTar(sock, '/v1/envs/arch/archive?path=/tmp', Buffer.alloc(1024), {
+            'content-length': String(9 * 1024 ** 3),
+          });
+          assert.equal(huge.status, 413);
+          assert.equal(huge.json.error?.code, 'too_large');
+          await node.cli(['rm', '--discard', 'arch']);
           nothingLeft();
         })(),
       ));

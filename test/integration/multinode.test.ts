@@ -3,7 +3,8 @@
 // laptop's links to the agent nodes go through a delaying proxy (50 ms round trip).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BERTH, makeRepo, run } from '../helpers/fixture.js';
@@ -23,14 +24,29 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
   let agents1: TestHost;
   let agents2: TestHost;
   let registry: string;
+  let registryHost: TestHost;
   let repo: ReturnType<typeof makeRepo>;
   const proxies: DelayProxy[] = [];
   let digest = '';
 
   before(async () => {
     repo = makeRepo();
+    // A lockfile, so environments of this repository have an npm cache keyed by it.
+    writeFileSync(
+      join(repo.path, 'package-lock.json'),
+      JSON.stringify({
+        name: 'app',
+        version: '1.0.0',
+        lockfileVersion: 3,
+        requires: true,
+        packages: { '': { name: 'app', version: '1.0.0' } },
+      }),
+    );
+    spawnSync('git', ['-C', repo.path, 'add', '-A']);
+    spawnSync('git', ['-C', repo.path, '-c', 'user.name=t', '-c', 'user.email=t@example.invalid', 'commit', '-qm', 'lockfile']);
     net = TestNetwork.create();
     const reg = net.addHost('registry');
+    registryHost = reg;
     laptop = net.addHost('laptop');
     agents1 = net.addHost('agents1');
     agents2 = net.addHost('agents2');
@@ -76,7 +92,7 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
       '--',
       'sh',
       '-c',
-      'echo "agent note" > NOTES.md && git add NOTES.md && git commit -qm "agent: notes" && echo wip >> src/index.js',
+      'echo "agent note" > NOTES.md && git add NOTES.md && git commit -qm "agent: notes" && echo wip >> src/index.js && mkdir -p /root/.npm/_cacache && head -c 2000000 /dev/urandom > /root/.npm/_cacache/blob && echo agent-cache > /root/.npm/_cacache/marker',
     ]);
     assert.equal(work.code, 0, work.stderr);
   });
@@ -108,15 +124,21 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     assert.equal(e.toolchain, digest);
     assert.equal(e.upstream?.node, 'agents-1');
     const log = await laptop.cli(['exec', 'fix-login', '--', 'git', 'log', '--format=%s']);
-    assert.deepEqual(log.stdout.trim().split('\n'), ['agent: notes', 'initial']);
+    assert.deepEqual(log.stdout.trim().split('\n'), ['agent: notes', 'lockfile', 'initial']);
     const status = await laptop.cli(['exec', 'fix-login', '--', 'git', 'status', '--short']);
     assert.equal(status.stdout, ' M src/index.js\n');
     assert.equal((await laptop.cli(['exec', 'fix-login', '--', 'cat', 'NOTES.md'])).stdout, 'agent note\n');
+    // The npm cache came along (fetched beside the toolchain, unpacked by the engine), byte for byte.
+    const sums = async (h: TestHost): Promise<string> =>
+      (await h.cli(['exec', 'fix-login', '--', 'sh', '-c', 'cd /root/.npm/_cacache && sha256sum blob marker'])).stdout;
+    assert.equal(await sums(laptop), await sums(agents1));
+    assert.match(await sums(laptop), /marker/);
     // Again, warm: nothing but the new snapshot's manifest moves.
     await laptop.cli(['rm', '--discard', 'fix-login']);
     const warm = await laptop.json<Entered>(['enter', 'agents-1/fix-login', '--no-shell']);
     assert.equal(warm.toolchainPulled, false);
     assert.ok(warm.transferred.blobs <= 1, `warm enter moved ${warm.transferred.blobs} blobs`);
+    assert.equal(await sums(laptop), await sums(agents1), 'the cache volume kept here serves the next enter');
   });
 
   it('pushes the human fix back, and reports a conflict the way git does without overwriting', async () => {
@@ -190,6 +212,44 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     assert.match(d.placement.reason, /operator agent -> agents-2/);
     const bad = await laptop.cli(['new', 'x', '--operator', 'robot', '--repo', repo.path]);
     assert.equal(bad.code, 2);
+  });
+
+  it('refuses a toolchain layer the registry serves damaged, keeps nothing of it, and pulls cleanly once it is mended', async () => {
+    // The registry's own storage is damaged on disk: one byte of the layer, in the middle.
+    const blobs = join(registryHost.dir, 'registry', 'data', 'docker', 'registry', 'v2', 'blobs', 'sha256');
+    const files = readdirSync(blobs).flatMap((d) => readdirSync(join(blobs, d)).map((h) => join(blobs, d, h, 'data')));
+    const layer = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+    const at = Math.floor(statSync(layer).size / 2);
+    const flip = (): void => {
+      const fd = openSync(layer, 'r+');
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at);
+      b[0] = b[0]! ^ 0xff;
+      writeSync(fd, b, 0, 1, at);
+      closeSync(fd);
+    };
+    const fresh = net.addHost('fresh');
+    await fresh.startPodman();
+    flip();
+    let bad;
+    try {
+      bad = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry], { timeoutMs: 300_000 });
+    } finally {
+      flip();
+    }
+    assert.equal(bad.code, 19, bad.stderr);
+    assert.match(bad.stderr, /layer sha256:[0-9a-f]{12} from the registry does not match its digest/);
+    const layers = join(fresh.cache, 'layers');
+    assert.deepEqual(existsSync(layers) ? readdirSync(layers) : [], [], 'no layer file, whole or partial, was kept');
+    const inEngine = (): number =>
+      spawnSync('podman', ['--root', join(fresh.dir, 'storage'), '--runroot', join(fresh.dir, 'run'), 'image', 'exists', digest]).status ??
+      -1;
+    assert.equal(inEngine(), 1, 'the damaged toolchain is not in the engine');
+    const good = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry, '--json'], { timeoutMs: 300_000 });
+    assert.equal(good.code, 0, good.stderr);
+    assert.equal((JSON.parse(good.stdout) as { digest: string }).digest, digest);
+    assert.equal(inEngine(), 0, 'the mended toolchain is in the engine');
+    assert.equal(readdirSync(layers).length, 1, 'the mended layer is kept for the next pull');
   });
 
   it('handles bad tokens, unreachable nodes, a node lost mid-enter, a down registry and a remote that vanished', async () => {

@@ -1,6 +1,7 @@
 // Many nodes: node add/ls/rm, ls --all, enter (pull local, or --attach), push, forward.
 import { createServer } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BerthError } from '../../core/errors.js';
 import { encodeIdentity, type Identity } from '../../core/identity.js';
@@ -10,12 +11,13 @@ import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { clientFor, loadNodes, normalizeUrl, saveNodes, target } from '../nodes.js';
 import { printJson, table } from '../output.js';
-import { Progress } from '../progress.js';
+import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
 import { transferToolchain } from './toolchain.js';
 import { discoverEngine } from '../../engine/discovery.js';
 import { registryFromEnv } from '../../remote/registry.js';
-import { cacheTarget } from '../../workspace/cache-keys.js';
+import { cacheTarget, cacheVolumeName } from '../../workspace/cache-keys.js';
+import { cacheDir } from '../../toolchain/base-image.js';
 
 export async function cmdNode(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -128,7 +130,7 @@ async function moveSnapshot(
   to: NodeClient,
   id: string,
   meta: { repo: string; toolchain: string; cacheKeys: Record<string, string>; env: string; reason: string },
-  bar: Progress,
+  show: (message: string, fraction?: number) => void,
 ): Promise<SnapshotInfo & { transferred: { blobs: number; bytes: number }; head: { branch: string | null; commit: string | null } }> {
   const manifestBytes = await from.snapshotManifest(id);
   const manifest = JSON.parse(manifestBytes.toString('utf8')) as {
@@ -137,13 +139,21 @@ async function moveSnapshot(
   };
   const hashes = [id.slice('sha256:'.length), ...new Set(manifest.entries.map((e) => e.blob).filter((b): b is string => !!b))];
   const missing = await to.missingBlobs(hashes);
+  // A few blobs in flight at once: on a link with latency, one at a time is a round trip each.
   let moved = 0;
-  for (const [i, h] of missing.entries()) {
-    const data = h === id.slice(7) ? manifestBytes : await from.getBlob(h);
-    await to.putBlob(h, data);
-    moved += data.length;
-    bar.update(`snapshot ${i + 1}/${missing.length} blobs, ${(moved / 1e6).toFixed(2)} MB`, (i + 1) / missing.length);
-  }
+  let done = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < missing.length) {
+      const h = missing[next++]!;
+      const data = h === id.slice(7) ? manifestBytes : await from.getBlob(h);
+      await to.putBlob(h, data);
+      moved += data.length;
+      done++;
+      show(`snapshot ${done}/${missing.length} blobs, ${(moved / 1e6).toFixed(2)} MB`, done / missing.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(6, missing.length) }, worker));
   const info = await to.importSnapshot({
     id,
     repo: meta.repo,
@@ -169,11 +179,69 @@ export async function cmdEnter(argv: string[]): Promise<number> {
   const local = await connectLocal({ autostart: true });
   const localName = flag(p, 'as') ?? t.env;
   let created = false;
+  let pulling: Promise<unknown> | null = null;
+  let pullInFlight = false;
+  let stagedFiles: string[] = [];
   try {
     // 1. The identity, with the agent's work pinned in a fresh snapshot.
     bar.update(`snapshot of ${what}`);
+    trace('enter: start');
     const info = await remote.getEnv(t.env);
+    trace('enter: remote environment described');
+    // 2. The toolchain, by digest, from the registry when this node lacks it. The pull runs
+    //    beside steps 1, 3 and 4: they wait on the link, it mostly on this machine's disk.
+    const { engine } = await discoverEngine({});
+    const haveImage = await engine.inspectImage(info.toolchain);
+    // Caches this node has no volume for at all start arriving now too, into a file here, and
+    // go into the local environment once it exists; the others are checked and copied then.
+    const staged = new Map<string, { dir: string; path: string; done: Promise<void> }>();
+    for (const [kind, key] of Object.entries(info.cacheKeys)) {
+      const dir = cacheTarget(kind);
+      if (!dir) continue;
+      const have = await engine.listVolumes({ 'org.berth.cache': kind });
+      if (have.includes(cacheVolumeName(kind, key))) continue;
+      const stageDir = join(cacheDir(), 'staging');
+      mkdirSync(stageDir, { recursive: true });
+      const path = join(stageDir, `${process.pid}-${kind}.tar`);
+      const done = cacheToFile(remote, t.env, dir, path);
+      done.catch(() => {});
+      staged.set(kind, { dir, path, done });
+    }
+    stagedFiles = [...staged.values()].map((s) => s.path);
+    trace(`enter: toolchain ${haveImage ? 'here' : 'missing'}, ${staged.size} cache(s) fetching early`);
+    let pulled = '';
+    const show = (m: string, f?: number): void => bar.update(pulled ? `${m} · toolchain ${pulled}` : m, f);
+    if (!haveImage) {
+      const registry = flag(p, 'registry') ?? entry.registry ?? registryFromEnv();
+      if (!registry) {
+        engine.close();
+        throw new BerthError(
+          'image_missing',
+          `toolchain ${info.toolchain.slice(0, 19)} is not on this node and no registry is known`,
+          'give --registry, or set BERTH_REGISTRY',
+        );
+      }
+      pulled = 'pull starting';
+      const pullPhases = new Set<string>();
+      pulling = transferToolchain('pull', info.toolchain, registry, {
+        engine,
+        onProgress: (m, f) => {
+          const phase = m.split(' ')[0]!;
+          if (!pullPhases.has(phase)) trace(`enter: toolchain ${phase} started`);
+          pullPhases.add(phase);
+          pulled = f === undefined ? m : `${m} ${Math.round(f * 100)}%`;
+        },
+      }).finally(() => {
+        pulled = '';
+        pullInFlight = false;
+        engine.close();
+      });
+      pullInFlight = true;
+      // Awaited below; an earlier failure ends the command, and a retry finds the layers kept.
+      pulling.catch(() => {});
+    } else engine.close();
     const snap = await remote.snap(t.env);
+    trace('enter: remote snapshot taken');
     const identity: Identity = {
       repo: info.repo,
       ref: info.commit,
@@ -181,38 +249,35 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       snapshot: snap.id,
       ...(Object.keys(info.cacheKeys).length ? { cacheKeys: info.cacheKeys } : {}),
     };
-    // 2. The toolchain, by digest, from the registry when this node lacks it.
-    const { engine } = await discoverEngine({});
-    const haveImage = await engine.inspectImage(info.toolchain);
-    engine.close();
-    if (!haveImage) {
-      const registry = flag(p, 'registry') ?? entry.registry ?? registryFromEnv();
-      if (!registry)
-        throw new BerthError(
-          'image_missing',
-          `toolchain ${info.toolchain.slice(0, 19)} is not on this node and no registry is known`,
-          'give --registry, or set BERTH_REGISTRY',
-        );
-      await transferToolchain('pull', info.toolchain, registry, bool(p, 'json'));
-    }
     // 3. The snapshot's blobs, only those missing here (a retry sends only what is left).
     const moved = await moveSnapshot(
       remote,
       local,
       snap.id,
       { repo: info.repo, toolchain: info.toolchain, cacheKeys: info.cacheKeys, env: localName, reason: 'entered' },
-      bar,
+      show,
     );
+    trace(`enter: ${moved.transferred.blobs} blob(s) moved`);
     // 4. The commits (the base, and the agent's own), with git's own transport through berth.
-    bar.update('commits');
+    show('commits');
     const head = moved.head.commit && moved.head.commit !== info.commit ? moved.head.commit : null;
     await local.request('POST', '/v1/repos/fetch', {
       repo: info.repo,
       commits: head ? [info.commit, head] : [info.commit],
       remote: { url: entry.url, token: remote.token, env: t.env, ...(entry.ca ? { ca: readFileSync(entry.ca, 'utf8') } : {}) },
     });
+    trace('enter: commits fetched');
+    if (pulling) {
+      const tick = setInterval(() => show('waiting for the toolchain'), 200);
+      try {
+        await pulling;
+      } finally {
+        clearInterval(tick);
+      }
+      trace('enter: toolchain in the engine');
+    }
     // 5. A local environment from the identity.
-    bar.update('starting the local environment');
+    show('starting the local environment');
     const env = await local.createEnv({
       name: localName,
       identity: encodeIdentity(identity),
@@ -220,20 +285,30 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       upstream: { node: t.node, env: t.env, url: entry.url, snapshot: snap.id },
     });
     created = true;
+    trace('enter: local environment running');
     // The agent's commits as commits: the branch moves to its HEAD, the rest stays as changes.
     if (head) {
       const r = await local.exec(localName, { argv: ['git', 'reset', '-q', '--mixed', head] });
       if (r.exitCode !== 0) throw new BerthError('internal', `could not put ${localName} on the agent's commit ${head.slice(0, 12)}`);
     }
-    // 6. Caches by key: from the remote environment when the local one is empty.
+    // 6. Caches by key: the ones fetched beside the rest go in from their files; the others come
+    //    from the remote environment when the local volume is empty.
     for (const [kind] of Object.entries(info.cacheKeys)) {
       const dir = cacheTarget(kind);
       if (!dir) continue;
+      const early = staged.get(kind);
+      if (early) {
+        show(`cache ${kind}`);
+        await early.done;
+        await fileToCache(early.path, local, localName, early.dir);
+        continue;
+      }
       const probe = await local.exec(localName, { argv: ['sh', '-c', `ls -A ${dir} 2>/dev/null | head -c 1`] });
       if (Buffer.from(probe.stdout, 'base64').length > 0) continue;
-      bar.update(`cache ${kind}`);
+      show(`cache ${kind}`);
       await pipeCache(remote, t.env, local, localName, dir);
     }
+    trace('enter: caches in place');
     const ms = Math.round(performance.now() - t0);
     bar.done(`${localName} is here (${ms} ms); \`berth push ${localName}\` sends your changes back`);
     if (bool(p, 'json')) printJson({ ...env, enterMs: ms, transferred: moved.transferred, toolchainPulled: !haveImage });
@@ -241,11 +316,66 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     return await cmdShell([localName]);
   } catch (err) {
     if (created) await local.removeEnv(localName, { discard: true }).catch(() => {});
+    if (pulling && pullInFlight && !(err instanceof BerthError && err.code === 'interrupted')) {
+      // The toolchain is worth keeping: a retry then starts with it here.
+      process.stderr.write(
+        `enter failed (${err instanceof Error ? err.message : String(err)}); finishing the toolchain pull for the retry (Ctrl-C stops it)\n`,
+      );
+      await pulling.catch(() => {});
+    }
     throw err;
   } finally {
+    for (const f of stagedFiles) {
+      rmSync(f, { force: true });
+      rmSync(f + '.partial', { force: true });
+    }
     remote.close();
     local.close();
   }
+}
+
+/** A cache directory of a remote environment, into a tar file here, read no faster than it is written. */
+async function cacheToFile(from: NodeClient, fromEnv: string, dir: string, path: string): Promise<void> {
+  const file = createWriteStream(path + '.partial');
+  const fileDone = new Promise<void>((resolve, reject) => {
+    file.on('close', resolve);
+    file.on('error', reject);
+  });
+  fileDone.catch(() => {});
+  let paused = false;
+  const holder: { reader?: ReturnType<NodeClient['execStream']> } = {};
+  holder.reader = from.execStream(
+    fromEnv,
+    { argv: ['tar', '-C', dir, '-cf', '-', '.'] },
+    {
+      stdout: (c) => {
+        if (file.write(c) || paused) return;
+        paused = true;
+        holder.reader?.pauseOutput();
+        file.once('drain', () => {
+          paused = false;
+          holder.reader?.resumeOutput();
+        });
+      },
+      stderr: () => {},
+    },
+  );
+  try {
+    const out = await holder.reader.wait();
+    file.end();
+    await fileDone;
+    if (out.exitCode !== 0) throw new BerthError('internal', `reading the cache ${dir} failed (tar exited ${out.exitCode})`);
+    renameSync(path + '.partial', path);
+  } catch (err) {
+    file.destroy();
+    rmSync(path + '.partial', { force: true });
+    throw err;
+  }
+}
+
+/** A tar file into a directory of a local environment, unpacked by the engine (no exec, no extra hop). */
+async function fileToCache(path: string, to: NodeClient, toEnv: string, dir: string): Promise<void> {
+  await to.putArchive(toEnv, dir, createReadStream(path, { highWaterMark: 1 << 20 }), statSync(path).size);
 }
 
 /** A cache directory from one environment into another, as a tar stream between two execs. */
@@ -310,7 +440,7 @@ export async function cmdPush(argv: string[]): Promise<number> {
         remote,
         mine.id,
         { repo: env.repo, toolchain: env.toolchain, cacheKeys: env.cacheKeys, env: up.env, reason: 'pushed' },
-        bar,
+        (m, f) => bar.update(m, f),
       );
       let r;
       try {

@@ -1,10 +1,11 @@
 import { BerthError } from '../../core/errors.js';
 import { discoverEngine } from '../../engine/discovery.js';
+import type { Engine } from '../../engine/engine.js';
 import { buildBaseImage, defaultToolchainDigest, setDefaultToolchain, type BuildResult } from '../../toolchain/base-image.js';
 import { pullImage, pushImage, registryFromEnv, type TransferProgress } from '../../remote/registry.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { printJson } from '../output.js';
-import { Progress } from '../progress.js';
+import { Progress, trace } from '../progress.js';
 
 export async function ensureToolchain(opts: { force?: boolean; quiet?: boolean } = {}): Promise<BuildResult> {
   const { engine } = await discoverEngine({ log: (l) => process.stderr.write(l + '\n') });
@@ -21,30 +22,35 @@ export async function ensureToolchain(opts: { force?: boolean; quiet?: boolean }
   }
 }
 
-/** Moves a toolchain through a registry, with a progress bar. */
+/**
+ * Moves a toolchain through a registry, with a progress bar of its own, or reporting to
+ * `onProgress` when the caller draws one (enter shows it beside its other work).
+ */
 export async function transferToolchain(
   what: 'push' | 'pull',
   digest: string,
   registry: string,
-  quiet = false,
+  opts: { quiet?: boolean; onProgress?: (message: string, fraction?: number) => void; engine?: Engine } = {},
 ): Promise<{ bytes: number; reused: number }> {
-  const { engine } = await discoverEngine({ log: (l) => process.stderr.write(l + '\n') });
-  const bar = new Progress(`toolchain ${what}`, quiet);
+  const engine = opts.engine ?? (await discoverEngine({ log: (l) => process.stderr.write(l + '\n') })).engine;
+  trace(`toolchain ${what}: engine found`);
+  const bar = opts.onProgress ? null : new Progress(`toolchain ${what}`, opts.quiet);
+  const update = opts.onProgress ?? ((m: string, f?: number) => bar?.update(m, f));
   try {
     const progress = (p: TransferProgress): void =>
-      bar.update(`${p.phase} ${(p.bytes / 1e6).toFixed(1)} MB`, p.total ? Math.min(1, p.bytes / p.total) : undefined);
+      update(`${p.phase} ${(p.bytes / 1e6).toFixed(1)} MB`, p.total ? Math.min(1, p.bytes / p.total) : undefined);
     if (what === 'push') {
       const r = await pushImage(engine, digest, registry, progress);
-      bar.done(`${digest.slice(0, 19)} in ${registry}: ${(r.uploaded / 1e6).toFixed(1)} MB sent, ${r.skipped} layer(s) already there`);
+      bar?.done(`${digest.slice(0, 19)} in ${registry}: ${(r.uploaded / 1e6).toFixed(1)} MB sent, ${r.skipped} layer(s) already there`);
       return { bytes: r.uploaded, reused: r.skipped };
     }
     const r = await pullImage(engine, digest, registry, progress);
     // A node's first toolchain becomes its default.
     if (!defaultToolchainDigest()) setDefaultToolchain(digest);
-    bar.done(`${digest.slice(0, 19)}: ${(r.downloaded / 1e6).toFixed(1)} MB received, ${r.reused} layer(s) already here`);
+    bar?.done(`${digest.slice(0, 19)}: ${(r.downloaded / 1e6).toFixed(1)} MB received, ${r.reused} layer(s) already here`);
     return { bytes: r.downloaded, reused: r.reused };
   } finally {
-    engine.close();
+    if (!opts.engine) engine.close();
   }
 }
 
@@ -57,7 +63,7 @@ export async function cmdToolchain(argv: string[]): Promise<number> {
     const digest = p.positionals[0] ?? (sub === 'push' ? defaultToolchainDigest() : undefined);
     if (!digest || !/^sha256:[0-9a-f]{64}$/.test(digest))
       throw new BerthError('usage', `usage: berth toolchain ${sub} [DIGEST] --registry HOST:PORT`);
-    const r = await transferToolchain(sub, digest, registry, bool(p, 'json'));
+    const r = await transferToolchain(sub, digest, registry, { quiet: bool(p, 'json') });
     if (bool(p, 'json')) printJson({ digest, registry, ...r });
     return 0;
   }
