@@ -18,7 +18,8 @@ export class Progress {
       const width = process.stderr.columns ?? 100;
       process.stderr.write('\r\x1b[2K' + line.slice(0, width - 1));
     } else {
-      const key = `${message}|${fraction === undefined ? '' : Math.floor(fraction * 10)}`;
+      // A log gets a line when the step changes or another tenth is done, not for every byte count.
+      const key = `${message.replace(/\d+(\.\d+)?/g, '#')}|${fraction === undefined ? '' : Math.floor(fraction * 10)}`;
       if (key !== this.lastLine) process.stderr.write(line + '\n');
       this.lastLine = key;
     }

@@ -70,6 +70,54 @@ export class DockerApiEngine implements Engine {
     if (/"error"\s*:/.test(text)) throw new BerthError('internal', `engine refused the image: ${text.slice(0, 300)}`);
   }
 
+  async pullFromRegistry(
+    ref: string,
+    opts: { tlsVerify: boolean; onStatus?: (line: string) => void },
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    if ((await this.version(signal)).name !== 'podman') return false;
+    const q = new URLSearchParams({ reference: ref, tlsVerify: String(opts.tlsVerify), quiet: 'false' });
+    const res = await this.http.stream('POST', `/v4.0.0/libpod/images/pull?${q.toString()}`, signal);
+    const errors: string[] = [];
+    let text = '';
+    let buf = '';
+    for await (const chunk of res) {
+      buf += (chunk as Buffer).toString('utf8');
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        text += line;
+        try {
+          const j = JSON.parse(line) as { stream?: string; error?: string };
+          if (j.error) errors.push(j.error);
+          if (j.stream) opts.onStatus?.(j.stream.trim());
+        } catch {
+          // not a JSON line: kept in `text` for the error
+        }
+      }
+    }
+    if (buf.trim()) text += buf;
+    if ((res.statusCode ?? 500) >= 300 || errors.length) {
+      let message = errors.join('; ');
+      if (!message) {
+        try {
+          message = (JSON.parse(text) as { message?: string; cause?: string }).message ?? text;
+        } catch {
+          message = text || `HTTP ${res.statusCode}`;
+        }
+      }
+      const bad = /digest did not match, expected (sha256:[0-9a-f]{12})/i.exec(message);
+      if (bad) throw new BerthError('corrupt', `layer ${bad[1]} from the registry does not match its digest`);
+      if (/manifest unknown|not found|no such image/i.test(message))
+        throw new BerthError('image_missing', `the registry has no ${ref}`, 'push it from a node that has it: berth toolchain push');
+      if (/connection refused|no route to host|i\/o timeout|no such host|dial tcp/i.test(message))
+        throw new BerthError('engine_unavailable', `the engine cannot reach the registry for ${ref}: ${message.split('\n')[0]}`);
+      throw new BerthError('internal', `the engine could not pull ${ref}: ${message.split('\n')[0]}`);
+    }
+    return true;
+  }
+
   async putArchive(id: string, dir: string, tar: Readable, signal?: AbortSignal): Promise<void> {
     const res = await this.http.upload(
       `${API}/containers/${encodeURIComponent(id)}/archive?path=${encodeURIComponent(dir)}`,

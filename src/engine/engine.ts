@@ -68,6 +68,12 @@ export interface Engine {
   version(signal?: AbortSignal): Promise<EngineVersion>;
   inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null>;
   loadImage(archive: Readable, signal?: AbortSignal): Promise<void>;
+  /**
+   * Pulls an image from a registry with the engine's own client, where berth can tell it the
+   * registry's TLS choice per pull (Podman's libpod API). Resolves false when this engine has no
+   * such pull, and the caller streams the image in with loadImage instead.
+   */
+  pullFromRegistry(ref: string, opts: { tlsVerify: boolean; onStatus?: (line: string) => void }, signal?: AbortSignal): Promise<boolean>;
   /** The image as a docker-archive tar stream. */
   exportImage(ref: string, signal?: AbortSignal): Promise<Readable>;
   createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;

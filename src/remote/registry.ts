@@ -18,7 +18,19 @@ export interface TransferProgress {
   phase: string;
   bytes: number;
   total: number;
+  /** Said instead of the byte count where there is none (the engine pulling by itself). */
+  message?: string;
+  /** 0..1 where known without byte counts. */
+  fraction?: number;
 }
+
+/**
+ * How a pull reaches the engine: `engine` has the engine pull from the registry itself (Podman:
+ * its download, digest checks and layer writes overlap); `berth` streams the layers through berth
+ * into the engine's image load (any engine; the layers are also kept in berth's layer cache);
+ * `auto` is `engine` where the engine can, else `berth`.
+ */
+export type PullVia = 'auto' | 'engine' | 'berth';
 
 export function tagFor(digest: string): string {
   return digest.replace(':', '-');
@@ -162,8 +174,9 @@ export async function pullImage(
   digest: string,
   registry: string,
   onProgress?: (p: TransferProgress) => void,
-): Promise<{ downloaded: number; reused: number }> {
-  if (await engine.inspectImage(digest)) return { downloaded: 0, reused: 0 };
+  via: PullVia = 'auto',
+): Promise<{ downloaded: number; reused: number; via: 'engine' | 'berth' | null }> {
+  if (await engine.inspectImage(digest)) return { downloaded: 0, reused: 0, via: null };
   const res = await call(`${base(registry)}/v2/${TOOLCHAIN_REPO}/manifests/${tagFor(digest)}`, { headers: { accept: OCI_MANIFEST } });
   if (res.status === 404)
     throw new BerthError(
@@ -182,6 +195,31 @@ export async function pullImage(
     throw new BerthError('corrupt', 'the config from the registry does not match its digest');
   const total = manifest.layers.filter((l) => !hasLayer(l.digest)).reduce((n, l) => n + l.size, 0);
   onProgress?.({ phase: 'manifest', bytes: 0, total });
+  if (via !== 'berth') {
+    // The manifest and config were checked above; the engine checks every layer's digest.
+    const layerTotal = manifest.layers.reduce((n, l) => n + l.size, 0);
+    let copying = 0;
+    const pulled = await engine.pullFromRegistry(`${new URL(base(registry)).host}/${TOOLCHAIN_REPO}:${tagFor(digest)}`, {
+      tlsVerify: base(registry).startsWith('https:'),
+      onStatus: (line) => {
+        if (/^Copying blob/.test(line)) copying++;
+        onProgress?.({
+          phase: 'pull',
+          bytes: 0,
+          total: layerTotal,
+          message: `engine pulling ${(layerTotal / 1e6).toFixed(1)} MB: ${line.slice(0, 40)}`,
+          fraction: Math.min(1, copying / Math.max(1, manifest.layers.length)) * 0.5,
+        });
+      },
+    });
+    if (pulled) {
+      if (!(await engine.inspectImage(digest)))
+        throw new BerthError('internal', `the engine pulled the toolchain but has no ${digest.slice(0, 19)}`);
+      return { downloaded: layerTotal, reused: 0, via: 'engine' };
+    }
+    if (via === 'engine')
+      throw new BerthError('usage', 'this engine cannot pull from a registry for berth', 'use --via berth (berth streams the layers in)');
+  }
   let downloaded = 0;
   let reused = 0;
   // Missing layers stream from the registry straight into the engine's load, and into the layer
@@ -235,8 +273,10 @@ export async function pullImage(
       },
     };
   });
+  // While layers stream in, the download's count is the progress; the load's only when all are here.
+  const streaming = layers.some((l) => !('path' in l));
   const archive = imageArchive(config.toString('utf8'), digest, [`berth-toolchain:${digest.slice(7, 23)}`], layers, (sent, all) =>
-    onProgress?.({ phase: 'load', bytes: sent, total: all }),
+    streaming ? undefined : onProgress?.({ phase: 'load', bytes: sent, total: all }),
   );
   let archiveError: unknown;
   archive.on('error', (err) => (archiveError = err));
@@ -251,7 +291,7 @@ export async function pullImage(
   if (archiveError) throw archiveError;
   if (!(await engine.inspectImage(digest)))
     throw new BerthError('internal', `the engine loaded the pulled toolchain but has no ${digest.slice(0, 19)}`);
-  return { downloaded, reused };
+  return { downloaded, reused, via: 'berth' };
 }
 
 export function registryFromEnv(env: NodeJS.ProcessEnv = process.env): string | undefined {

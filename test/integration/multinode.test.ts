@@ -230,22 +230,24 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     };
     const fresh = net.addHost('fresh');
     await fresh.startPodman();
-    flip();
-    let bad;
-    try {
-      bad = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry], { timeoutMs: 300_000 });
-    } finally {
-      flip();
-    }
-    assert.equal(bad.code, 19, bad.stderr);
-    assert.match(bad.stderr, /layer sha256:[0-9a-f]{12} from the registry does not match its digest/);
-    const layers = join(fresh.cache, 'layers');
-    assert.deepEqual(existsSync(layers) ? readdirSync(layers) : [], [], 'no layer file, whole or partial, was kept');
     const inEngine = (): number =>
       spawnSync('podman', ['--root', join(fresh.dir, 'storage'), '--runroot', join(fresh.dir, 'run'), 'image', 'exists', digest]).status ??
       -1;
-    assert.equal(inEngine(), 1, 'the damaged toolchain is not in the engine');
-    const good = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry, '--json'], { timeoutMs: 300_000 });
+    const layers = join(fresh.cache, 'layers');
+    flip();
+    try {
+      // Both ways in: Podman pulling by itself (the default here), and berth streaming the layers in.
+      for (const via of ['engine', 'berth']) {
+        const bad = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry, '--via', via], { timeoutMs: 300_000 });
+        assert.equal(bad.code, 19, `${via}: ${bad.stderr}`);
+        assert.match(bad.stderr, /layer sha256:[0-9a-f]{12} from the registry does not match its digest/);
+        assert.deepEqual(existsSync(layers) ? readdirSync(layers) : [], [], `${via}: no layer file, whole or partial, was kept`);
+        assert.equal(inEngine(), 1, `${via}: the damaged toolchain is not in the engine`);
+      }
+    } finally {
+      flip();
+    }
+    const good = await fresh.cli(['toolchain', 'pull', digest, '--registry', registry, '--via', 'berth', '--json'], { timeoutMs: 300_000 });
     assert.equal(good.code, 0, good.stderr);
     assert.equal((JSON.parse(good.stdout) as { digest: string }).digest, digest);
     assert.equal(inEngine(), 0, 'the mended toolchain is in the engine');

@@ -182,6 +182,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
   let pulling: Promise<unknown> | null = null;
   let pullInFlight = false;
   let stagedFiles: string[] = [];
+  const cancelStaging = new AbortController();
   try {
     // 1. The identity, with the agent's work pinned in a fresh snapshot.
     bar.update(`snapshot of ${what}`);
@@ -189,11 +190,12 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     const info = await remote.getEnv(t.env);
     trace('enter: remote environment described');
     // 2. The toolchain, by digest, from the registry when this node lacks it. The pull runs
-    //    beside steps 1, 3 and 4: they wait on the link, it mostly on this machine's disk.
+    //    beside steps 1, 4 and 5: they wait on the link, it mostly on this machine's disk.
+    //    (The steps are numbered as in docs/nodes.md.)
     const { engine } = await discoverEngine({});
     const haveImage = await engine.inspectImage(info.toolchain);
-    // Caches this node has no volume for at all start arriving now too, into a file here, and
-    // go into the local environment once it exists; the others are checked and copied then.
+    // 3. Caches this node has no volume for at all start arriving now too, into a file here, and
+    //    go into the local environment once it exists; the others are checked and copied then.
     const staged = new Map<string, { dir: string; path: string; done: Promise<void> }>();
     for (const [kind, key] of Object.entries(info.cacheKeys)) {
       const dir = cacheTarget(kind);
@@ -203,7 +205,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       const stageDir = join(cacheDir(), 'staging');
       mkdirSync(stageDir, { recursive: true });
       const path = join(stageDir, `${process.pid}-${kind}.tar`);
-      const done = cacheToFile(remote, t.env, dir, path);
+      const done = cacheToFile(remote, t.env, dir, path, cancelStaging.signal);
       done.catch(() => {});
       staged.set(kind, { dir, path, done });
     }
@@ -249,7 +251,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       snapshot: snap.id,
       ...(Object.keys(info.cacheKeys).length ? { cacheKeys: info.cacheKeys } : {}),
     };
-    // 3. The snapshot's blobs, only those missing here (a retry sends only what is left).
+    // 4. The snapshot's blobs, only those missing here (a retry sends only what is left).
     const moved = await moveSnapshot(
       remote,
       local,
@@ -258,7 +260,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       show,
     );
     trace(`enter: ${moved.transferred.blobs} blob(s) moved`);
-    // 4. The commits (the base, and the agent's own), with git's own transport through berth.
+    // 5. The commits (the base, and the agent's own), with git's own transport through berth.
     show('commits');
     const head = moved.head.commit && moved.head.commit !== info.commit ? moved.head.commit : null;
     await local.request('POST', '/v1/repos/fetch', {
@@ -276,7 +278,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       }
       trace('enter: toolchain in the engine');
     }
-    // 5. A local environment from the identity.
+    // 6. A local environment from the identity.
     show('starting the local environment');
     const env = await local.createEnv({
       name: localName,
@@ -286,12 +288,12 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     });
     created = true;
     trace('enter: local environment running');
-    // The agent's commits as commits: the branch moves to its HEAD, the rest stays as changes.
+    // 7. The agent's commits as commits: the branch moves to its HEAD, the rest stays as changes.
     if (head) {
       const r = await local.exec(localName, { argv: ['git', 'reset', '-q', '--mixed', head] });
       if (r.exitCode !== 0) throw new BerthError('internal', `could not put ${localName} on the agent's commit ${head.slice(0, 12)}`);
     }
-    // 6. Caches by key: the ones fetched beside the rest go in from their files; the others come
+    // 8. Caches by key: the ones fetched beside the rest go in from their files; the others come
     //    from the remote environment when the local volume is empty.
     for (const [kind] of Object.entries(info.cacheKeys)) {
       const dir = cacheTarget(kind);
@@ -325,6 +327,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     }
     throw err;
   } finally {
+    cancelStaging.abort();
     for (const f of stagedFiles) {
       rmSync(f, { force: true });
       rmSync(f + '.partial', { force: true });
@@ -335,7 +338,7 @@ export async function cmdEnter(argv: string[]): Promise<number> {
 }
 
 /** A cache directory of a remote environment, into a tar file here, read no faster than it is written. */
-async function cacheToFile(from: NodeClient, fromEnv: string, dir: string, path: string): Promise<void> {
+async function cacheToFile(from: NodeClient, fromEnv: string, dir: string, path: string, signal: AbortSignal): Promise<void> {
   const file = createWriteStream(path + '.partial');
   const fileDone = new Promise<void>((resolve, reject) => {
     file.on('close', resolve);
@@ -360,6 +363,9 @@ async function cacheToFile(from: NodeClient, fromEnv: string, dir: string, path:
       stderr: () => {},
     },
   );
+  // Stopped (the tar on the far side killed) when enter ends first.
+  const stop = (): void => holder.reader?.kill('SIGKILL');
+  signal.addEventListener('abort', stop, { once: true });
   try {
     const out = await holder.reader.wait();
     file.end();
@@ -370,6 +376,8 @@ async function cacheToFile(from: NodeClient, fromEnv: string, dir: string, path:
     file.destroy();
     rmSync(path + '.partial', { force: true });
     throw err;
+  } finally {
+    signal.removeEventListener('abort', stop);
   }
 }
 
