@@ -441,8 +441,8 @@ class PhasePoller {
           if (files.length) mark('layers_downloading');
           if (files.some((f) => f.endsWith('.tar')) && !files.some((f) => f.endsWith('.partial'))) mark('layers_downloaded');
         }
-        if (m.layers_downloading !== undefined && m.toolchain_present === undefined && (await hasImage(this.h, this.digest)))
-          mark('toolchain_present');
+        // Podman pulls by itself (no layer file here), so the engine is asked each round.
+        if (m.toolchain_present === undefined && (await hasImage(this.h, this.digest))) mark('toolchain_present');
         // Caches the laptop has no volume for are fetched into BERTH_CACHE/staging beside the rest.
         if (m.cache_fetched === undefined) {
           const files = existsSync(staging) ? readdirSync(staging) : [];

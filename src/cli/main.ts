@@ -42,7 +42,7 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth push NAME                      send an entered environment's changes back
   berth forward [NODE/]ENV PORT [--local PORT]
   berth ssh-config                     Host entries for "ssh NAME.NODE.berth"
-  berth toolchain push|pull [DIGEST] --registry HOST:PORT
+  berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.

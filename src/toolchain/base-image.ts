@@ -39,6 +39,8 @@ export const DEFAULT_PACKAGES = [
   'iproute2',
   'less',
   'openssh-client',
+  // For `sftp` and `scp` through berth's SSH endpoint (and editors that copy files over SFTP).
+  'openssh-sftp-server',
 ];
 
 export interface BuildProgress {

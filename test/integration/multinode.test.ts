@@ -3,7 +3,8 @@
 // laptop's links to the agent nodes go through a delaying proxy (50 ms round trip).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -198,6 +199,33 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     );
     assert.equal(ssh.code, 4, ssh.stderr);
     assert.equal(ssh.stdout, 'agent says\n');
+
+    // SFTP, and scp (which speaks SFTP), through the same ProxyCommand: files both ways, intact.
+    const up = join(laptop.dir, 'up.bin');
+    writeFileSync(up, randomBytes(3_000_000));
+    const upSum = createHash('sha256').update(readFileSync(up)).digest('hex');
+    const batch = join(laptop.dir, 'sftp.batch');
+    writeFileSync(batch, `put ${up} /workspace/up.bin\nget /workspace/FIX.md ${join(laptop.dir, 'FIX.md')}\n`);
+    const sftp = await run('nsenter', [`--net=/run/netns/${laptop.ns}`, 'sftp', '-F', cfg, '-b', batch, 'fix-login.agents-1.berth'], {
+      env: laptop.env,
+      timeoutMs: 60_000,
+    });
+    assert.equal(sftp.code, 0, sftp.stderr);
+    assert.equal(readFileSync(join(laptop.dir, 'FIX.md'), 'utf8'), 'agent says\n');
+    const there = await agents1.cli(['exec', 'fix-login', '--', 'sha256sum', '/workspace/up.bin']);
+    assert.equal(there.stdout.split(' ')[0], upSum);
+    const back = join(laptop.dir, 'back.bin');
+    const scp = await run(
+      'nsenter',
+      [`--net=/run/netns/${laptop.ns}`, 'scp', '-F', cfg, 'fix-login.agents-1.berth:/workspace/up.bin', back],
+      {
+        env: laptop.env,
+        timeoutMs: 60_000,
+      },
+    );
+    assert.equal(scp.code, 0, scp.stderr);
+    assert.equal(createHash('sha256').update(readFileSync(back)).digest('hex'), upSum);
+    await agents1.cli(['exec', 'fix-login', '--', 'rm', '/workspace/up.bin']);
   });
 
   it('places environments by operator', async () => {

@@ -16,6 +16,8 @@ import { connectLocal } from '../connect.js';
 import { clientFor, loadNodes, target } from '../nodes.js';
 
 const { Server } = ssh2;
+/** Where Debian's openssh-sftp-server (in the default toolchain) puts the SFTP server. */
+const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 
 function hostKey(): { privateKey: string; publicLine: string } {
   const dir = berthHome();
@@ -141,15 +143,38 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
           );
         };
         session.on('shell', (accept) => terminal(accept()));
-        session.on('exec', (accept, _reject, info) => {
-          const channel = accept();
-          if (pty) return terminal(channel, ['/bin/sh', '-c', info.command]);
+        // A command with its stdin, stdout, stderr and exit code carried both ways, each
+        // direction read no faster than the other end takes it.
+        const command = (channel: ssh2.ServerChannel, argv: string[]): void => {
           const h = t.client.execStream(
             t.env,
-            { argv: ['/bin/sh', '-c', info.command], interactiveStdin: true, ...(Object.keys(env).length ? { env } : {}) },
-            { stdout: (c) => channel.write(c), stderr: (c) => channel.stderr.write(c) },
+            { argv, interactiveStdin: true, ...(Object.keys(env).length ? { env } : {}) },
+            {
+              stdout: (c) => {
+                if (!channel.write(c)) {
+                  h.pauseOutput();
+                  channel.once('drain', () => h.resumeOutput());
+                }
+              },
+              stderr: (c) => channel.stderr.write(c),
+            },
           );
-          channel.on('data', (c: Buffer) => h.writeStdin(c));
+          channel.on('data', (c: Buffer) => {
+            h.writeStdin(c);
+            if (h.buffered() > 8 << 20) {
+              channel.pause();
+              const timer = setInterval(() => {
+                if (h.buffered() < 1 << 20) {
+                  clearInterval(timer);
+                  channel.resume();
+                }
+              }, 10);
+              void h
+                .wait()
+                .catch(() => {})
+                .finally(() => clearInterval(timer));
+            }
+          });
           channel.on('end', () => h.endStdin());
           h.wait().then(
             (r) => {
@@ -162,8 +187,17 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
               channel.end();
             },
           );
+        };
+        session.on('exec', (accept, _reject, info) => {
+          const channel = accept();
+          if (pty) return terminal(channel, ['/bin/sh', '-c', info.command]);
+          command(channel, ['/bin/sh', '-c', info.command]);
         });
-        session.on('subsystem', (_accept, reject) => reject?.());
+        // SFTP (and scp, which speaks it): OpenSSH's own sftp-server, run inside the environment.
+        session.on('subsystem', (accept, reject, info) => {
+          if (info.name !== 'sftp') return reject?.();
+          command(accept(), [SFTP_SERVER]);
+        });
       });
       // `ssh -L` and editors' port forwards: a TCP stream to a port inside the environment.
       conn.on('tcpip', (accept, reject, info) => {
