@@ -2,7 +2,7 @@
 // process on a real engine, and real git repositories. Each fixture owns its cleanup and
 // prints what it made when a test fails.
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, openSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,7 +120,13 @@ export class NodeFixture {
 
   async startDaemonWith(args: string[], extra: Record<string, string> = {}): Promise<void> {
     const log = openSync(this.logPath, 'a');
-    this.daemon = spawn(process.execPath, [BERTH, 'daemon', ...args], { env: { ...this.env, ...extra }, stdio: ['ignore', log, log] });
+    // SIGUSR2 makes Node write a diagnostic report (JavaScript stack, handles) into the home:
+    // what a daemon that will not stop was doing, for the error below.
+    this.daemon = spawn(
+      process.execPath,
+      ['--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${this.home}`, BERTH, 'daemon', ...args],
+      { env: { ...this.env, ...extra }, stdio: ['ignore', log, log] },
+    );
     const sock = join(this.home, 'berth.sock');
     for (let i = 0; i < 400; i++) {
       if (this.daemon.exitCode !== null) throw new Error(`daemon exited: ${this.log()}`);
@@ -139,7 +145,29 @@ export class NodeFixture {
     if (!d || d.exitCode !== null || d.signalCode !== null) return;
     const exited = new Promise((r) => d.once('exit', r));
     d.kill(signal);
+    // Bounded: a daemon that does not stop in 30 s is a failure with its report, not a hang.
+    const late = await Promise.race([exited.then(() => false), sleep(30_000).then(() => true)]);
+    if (!late) return;
+    d.kill('SIGUSR2');
+    await sleep(2000);
+    const reports = readdirSync(this.home).filter((f) => f.startsWith('report.') && f.endsWith('.json'));
+    let stack = '(no report)';
+    if (reports.length) {
+      const r = JSON.parse(readFileSync(join(this.home, reports[reports.length - 1]!), 'utf8')) as {
+        javascriptStack?: { message?: string; stack?: string[] };
+        libuv?: Array<{ type: string; is_active: boolean; address?: string; localEndpoint?: unknown; remoteEndpoint?: unknown }>;
+      };
+      stack = [
+        ...(r.javascriptStack?.stack ?? []),
+        'active handles:',
+        ...(r.libuv ?? [])
+          .filter((h) => h.is_active)
+          .map((h) => `${h.type} ${JSON.stringify(h.localEndpoint ?? '')} ${JSON.stringify(h.remoteEndpoint ?? '')}`),
+      ].join('\n');
+    }
+    d.kill('SIGKILL');
     await exited;
+    throw new Error(`the daemon did not stop within 30 s of ${signal}:\n${stack}\n[daemon log]\n${this.log()}`);
   }
 
   cli(args: string[], opts: { stdin?: string | Buffer; env?: Record<string, string> } = {}): Promise<CliResult> {
