@@ -684,6 +684,10 @@ function readRaw(req: http.IncomingMessage, max: number): Promise<Buffer> {
 
 function send(res: http.ServerResponse, r: Reply): void {
   if (res.writableEnded || res.destroyed) return;
+  // Answered before the request's body was read (refused, or over its limit): the connection
+  // closes after the answer, so a keep-alive client cannot send its next request into the
+  // remains of this one's body.
+  if (res.req && !res.req.complete) res.setHeader('connection', 'close');
   if (Buffer.isBuffer(r.body)) {
     res.writeHead(r.status, { 'content-type': 'application/octet-stream', 'content-length': r.body.length });
     res.end(r.body);
