@@ -146,15 +146,19 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
         // A command with its stdin, stdout, stderr and exit code carried both ways, each
         // direction read no faster than the other end takes it.
         const command = (channel: ssh2.ServerChannel, argv: string[]): void => {
+          let waiting = false;
           const h = t.client.execStream(
             t.env,
             { argv, interactiveStdin: true, ...(Object.keys(env).length ? { env } : {}) },
             {
               stdout: (c) => {
-                if (!channel.write(c)) {
-                  h.pauseOutput();
-                  channel.once('drain', () => h.resumeOutput());
-                }
+                if (channel.write(c) || waiting) return;
+                waiting = true;
+                h.pauseOutput();
+                channel.once('drain', () => {
+                  waiting = false;
+                  h.resumeOutput();
+                });
               },
               stderr: (c) => channel.stderr.write(c),
             },
