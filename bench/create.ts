@@ -15,7 +15,8 @@ import {
   ENGINE_CLI,
   engineList,
   type EngineName,
-  failedRow,
+  guarded,
+  peerRatios,
   labelArgs,
   log,
   mustRun,
@@ -137,45 +138,27 @@ async function devcontainerSeries(engine: EngineName, image: string): Promise<vo
   );
 }
 
-function ratios(): Record<string, unknown> {
-  const ok = results.filter((r) => r.p50_ms !== null && r.error === undefined);
-  const isBerth = (r: Row): boolean => r.name.startsWith('berth-');
-  const fastest = (rows: Row[]): Row | undefined =>
-    rows.reduce<Row | undefined>((a, r) => (a && a.p50_ms! <= r.p50_ms! ? a : r), undefined);
-  const peer = fastest(ok.filter((r) => !isBerth(r)));
-  const berth = fastest(ok.filter((r) => isBerth(r) && r.network === 'egress'));
-  const byEngine: Record<string, unknown> = {};
-  for (const b of ok.filter((r) => isBerth(r) && r.network === 'egress')) {
-    const none = ok.find((r) => isBerth(r) && r.engine === b.engine && r.network === 'none');
-    const p = fastest(ok.filter((r) => !isBerth(r) && r.engine === b.engine));
-    byEngine[String(b.engine)] = {
-      fastest_same_engine_peer: p?.name ?? null,
-      peer_p50_over_berth_p50: ratio(p?.p50_ms, b.p50_ms),
-      network_none_p50_over_egress_p50: ratio(none?.p50_ms, b.p50_ms),
-      network_none_minus_egress_p50_ms: none ? Math.round((none.p50_ms! - b.p50_ms!) * 1000) / 1000 : null,
-    };
-  }
-  return {
-    fastest_peer: peer?.name ?? null,
-    fastest_berth: berth?.name ?? null,
-    fastest_peer_p50_over_berth_p50: ratio(peer?.p50_ms, berth?.p50_ms),
-    by_engine: byEngine,
-  };
-}
-
 runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   const engines = engineList(opts.engines);
   const dcEngines = engineList(opts['dc-engines']);
   const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
   for (const engine of engines) {
-    const guard = (name: string, fn: () => Promise<void>): Promise<void> =>
-      fn().catch((err: unknown) => void results.push(failedRow(name, 0, err, { engine })));
+    const guard = (name: string, fn: () => Promise<void>): Promise<void> => guarded(results, name, { engine }, fn);
     if (!skip.has('berth')) await guard(`berth-on-${engine}`, () => berthSeries(engine, digest, repo));
     if (!skip.has('run')) await guard(`${engine}-run-cli`, () => runSeries(engine, tags[engine]!));
     if (!skip.has('devcontainer') && dcEngines.includes(engine))
       await guard(`devcontainer-up-exec-${engine}`, () => devcontainerSeries(engine, tags[engine]!));
   }
-  report.ratios = ratios();
+  report.ratios = peerRatios(results, {
+    berth: (r) => r.network === 'egress',
+    extra: (b, ok) => {
+      const none = ok.find((r) => r.name.startsWith('berth-') && r.engine === b.engine && r.network === 'none');
+      return {
+        network_none_p50_over_egress_p50: ratio(none?.p50_ms, b.p50_ms),
+        network_none_minus_egress_p50_ms: none ? Math.round((none.p50_ms! - b.p50_ms!) * 1000) / 1000 : null,
+      };
+    },
+  });
   log('done');
 });

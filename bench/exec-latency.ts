@@ -15,12 +15,13 @@ import {
   engineList,
   type EngineName,
   failedRow,
+  guarded,
+  peerRatios,
   log,
   mustRun,
   p50,
   parseOptions,
   prepareEngineBench,
-  ratio,
   removeContainer,
   type Row,
   runBench,
@@ -128,39 +129,16 @@ async function devcontainerSeries(engine: EngineName, image: string): Promise<vo
   }
 }
 
-function ratios(): Record<string, unknown> {
-  const ok = results.filter((r) => r.p50_ms !== null && r.error === undefined);
-  const isBerth = (r: Row): boolean => r.name.startsWith('berth-');
-  const fastest = (rows: Row[]): Row | undefined =>
-    rows.reduce<Row | undefined>((a, r) => (a && a.p50_ms! <= r.p50_ms! ? a : r), undefined);
-  const peer = fastest(ok.filter((r) => !isBerth(r)));
-  const berth = fastest(ok.filter(isBerth));
-  const byEngine: Record<string, unknown> = {};
-  for (const b of ok.filter(isBerth)) {
-    const engine = String(b.engine);
-    const p = fastest(ok.filter((r) => !isBerth(r) && r.engine === b.engine));
-    byEngine[engine] = { berth: b.name, fastest_same_engine_peer: p?.name ?? null, peer_p50_over_berth_p50: ratio(p?.p50_ms, b.p50_ms) };
-  }
-  return {
-    fastest_peer: peer?.name ?? null,
-    fastest_berth: berth?.name ?? null,
-    fastest_peer_p50_over_berth_p50: ratio(peer?.p50_ms, berth?.p50_ms),
-    by_engine: byEngine,
-  };
-}
-
 runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   const engines = engineList(opts.engines);
   const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
   for (const engine of engines) {
-    // A group that cannot even start is recorded with its exact error; the others still run.
-    const guard = (name: string, fn: () => Promise<void>): Promise<void> =>
-      fn().catch((err: unknown) => void results.push(failedRow(name, 0, err, { engine })));
+    const guard = (name: string, fn: () => Promise<void>): Promise<void> => guarded(results, name, { engine }, fn);
     if (!skip.has('berth')) await guard(`berth-on-${engine}`, () => berthSeries(engine, digest, repo));
     await guard(`${engine}-exec`, () => engineSeries(engine, tags[engine]!));
     if (!skip.has('devcontainer')) await guard(`devcontainer-exec-${engine}`, () => devcontainerSeries(engine, tags[engine]!));
   }
-  report.ratios = ratios();
+  report.ratios = peerRatios(results, { extra: (b) => ({ berth: b.name }) });
   log('done');
 });

@@ -201,6 +201,43 @@ export function failedRow(name: string, warmup: number, err: unknown, extra: Rec
 }
 
 /**
+ * The fastest peer against the fastest berth row by p50, overall and per engine. Rows named
+ * `berth-*` are berth's; `berth` narrows which of them count; `extra` adds per-engine fields.
+ */
+export function peerRatios(
+  rows: Row[],
+  opts: { berth?: (r: Row) => boolean; extra?: (b: Row, ok: Row[]) => Record<string, unknown> } = {},
+): Record<string, unknown> {
+  const ok = rows.filter((r) => r.p50_ms !== null && r.error === undefined);
+  const isBerth = (r: Row): boolean => r.name.startsWith('berth-');
+  const counts = (r: Row): boolean => isBerth(r) && (opts.berth?.(r) ?? true);
+  const fastest = (list: Row[]): Row | undefined =>
+    list.reduce<Row | undefined>((a, r) => (a && a.p50_ms! <= r.p50_ms! ? a : r), undefined);
+  const peer = fastest(ok.filter((r) => !isBerth(r)));
+  const berth = fastest(ok.filter(counts));
+  const byEngine: Record<string, unknown> = {};
+  for (const b of ok.filter(counts)) {
+    const p = fastest(ok.filter((r) => !isBerth(r) && r.engine === b.engine));
+    byEngine[String(b.engine)] = {
+      fastest_same_engine_peer: p?.name ?? null,
+      peer_p50_over_berth_p50: ratio(p?.p50_ms, b.p50_ms),
+      ...opts.extra?.(b, ok),
+    };
+  }
+  return {
+    fastest_peer: peer?.name ?? null,
+    fastest_berth: berth?.name ?? null,
+    fastest_peer_p50_over_berth_p50: ratio(peer?.p50_ms, berth?.p50_ms),
+    by_engine: byEngine,
+  };
+}
+
+/** Runs one group of a benchmark; a group that cannot even start is recorded with its exact error, and the others still run. */
+export function guarded(rows: Row[], name: string, extra: Record<string, unknown>, fn: () => Promise<void>): Promise<void> {
+  return fn().catch((err: unknown) => void rows.push(failedRow(name, 0, err, extra)));
+}
+
+/**
  * Runs `iter` `warmup` times unmeasured, then up to `n` times measured, within `budgetMs`.
  * `iter` returns the milliseconds of the region it times. An error ends the series and is
  * recorded in the row, with the samples taken so far.
