@@ -2,7 +2,7 @@
 // test/helpers/hosts.ts (network namespaces on a bridge, each with its own Podman storage and
 // service and its own berth daemon, plus Debian's docker-registry on a host of its own). The
 // laptop's links to the agents node go through a delaying proxy (50 ms round trip, listening on
-// the bridge gateway) with test/helpers/delay-proxy.ts's semantics (see startDelayLink). The
+// the bridge gateway): test/helpers/delay-proxy.ts, the tests' own. The
 // workspace is a real Next.js repository whose npm dependencies come to well over 200 MB in
 // node_modules. Measured, in one run on this machine:
 //
@@ -26,14 +26,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { connect, createServer, type Socket } from 'node:net';
 import { homedir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NodeClient } from '../src/client/client.js';
 import type { EnvInfo } from '../src/core/api.js';
 import { startRegistry, TestNetwork, type TestHost } from '../test/helpers/hosts.js';
-import { startDelayProxy } from '../test/helpers/delay-proxy.js';
+import { startDelayProxy, type DelayProxy } from '../test/helpers/delay-proxy.js';
 import {
   BERTH,
   RUN_ID,
@@ -205,160 +204,6 @@ function makeAppRepo(tree: NpmTree): string {
   const c = spawnSync('git', [...g, 'commit', '-q', '-m', 'greeting app'], { encoding: 'utf8' });
   if (c.status !== 0) throw new Error(`git commit in ${path} exited ${c.status}: ${c.stderr}`);
   return path;
-}
-
-// ---- the delayed link ---------------------------------------------------------------------------
-
-interface DelayProxy {
-  port: number;
-  /** Bytes carried: towards the target (upstream) and back (downstream). */
-  bytes: { up: number; down: number };
-  close(): Promise<void>;
-}
-
-/**
- * A delaying TCP proxy with the semantics of test/helpers/delay-proxy.ts (each chunk held for
- * half the round trip in each direction, no bandwidth limit), but with one FIFO queue and one
- * timer per direction, and the end of a stream queued behind its data. The harness's proxy
- * cuts large responses short: when the source closes, it destroys the destination 5 ms after
- * the last chunk is due, dropping whatever is still in the destination's write buffer (the
- * run checks both proxies on loopback first: see checkProxies). Large `berth exec` streams
- * through it fail at random.
- */
-async function startDelayLink(target: { host: string; port: number }, rttMs: number, listenHost: string): Promise<DelayProxy> {
-  const oneWay = rttMs / 2;
-  const sockets = new Set<Socket>();
-  const bytes = { up: 0, down: 0 };
-  type Item = { due: number; chunk?: Buffer; end?: boolean };
-  const pipe = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
-    const queue: Item[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let ended = false;
-    const flush = (): void => {
-      timer = undefined;
-      const now = performance.now();
-      while (queue.length && queue[0]!.due <= now) {
-        const item = queue.shift()!;
-        if (to.destroyed) continue;
-        if (item.chunk) to.write(item.chunk);
-        else if (item.end) to.end();
-        else to.destroy();
-      }
-      if (queue.length) timer = setTimeout(flush, Math.max(0, queue[0]!.due - performance.now()));
-    };
-    const push = (item: Omit<Item, 'due'>): void => {
-      queue.push({ due: performance.now() + oneWay, ...item });
-      timer ??= setTimeout(flush, oneWay);
-    };
-    from.on('data', (c: Buffer) => {
-      bytes[dir] += c.length;
-      push({ chunk: c });
-    });
-    from.on('end', () => {
-      ended = true;
-      push({ end: true });
-    });
-    from.on('error', () => to.destroy());
-    from.on('close', () => {
-      if (!ended) push({});
-    });
-  };
-  const server = createServer((client) => {
-    client.setNoDelay(true);
-    const upstream = connect(target.port, target.host);
-    upstream.setNoDelay(true);
-    sockets.add(client).add(upstream);
-    client.on('close', () => sockets.delete(client));
-    upstream.on('close', () => sockets.delete(upstream));
-    pipe(client, upstream, 'up');
-    pipe(upstream, client, 'down');
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, listenHost, () => resolve());
-  });
-  const addr = server.address();
-  return {
-    port: typeof addr === 'object' && addr ? addr.port : 0,
-    bytes,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-/**
- * A stream of `bytes` (a counter pattern) from a loopback server through a proxy: how much
- * arrived, and whether in order.
- */
-async function streamThrough(
-  start: (target: { host: string; port: number }) => Promise<{ port: number; close(): Promise<void> }>,
-  bytes: number,
-): Promise<{ sent: number; received: number; in_order: boolean; ms: number }> {
-  const words = Math.floor(bytes / 4);
-  const server = createServer((s) => {
-    s.on('error', () => {}); // a proxy that cuts the stream short
-    let i = 0;
-    const write = (): void => {
-      while (i < words) {
-        const n = Math.min(16384, words - i);
-        const b = Buffer.alloc(n * 4);
-        for (let k = 0; k < n; k++) b.writeUInt32LE(i + k, k * 4);
-        i += n;
-        if (!s.write(b)) {
-          s.once('drain', write);
-          return;
-        }
-      }
-      s.end();
-    };
-    write();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const addr = server.address();
-  const proxy = await start({ host: '127.0.0.1', port: typeof addr === 'object' && addr ? addr.port : 0 });
-  const t0 = performance.now();
-  try {
-    return await new Promise((resolve, reject) => {
-      const c = connect(proxy.port, '127.0.0.1');
-      let expect = 0;
-      let inOrder = true;
-      let rest: Buffer = Buffer.alloc(0);
-      const timer = setTimeout(() => {
-        c.destroy();
-        reject(new Error('no end within 60 s'));
-      }, 60_000);
-      c.on('data', (d: Buffer) => {
-        const b = rest.length ? Buffer.concat([rest, d]) : d;
-        const n = Math.floor(b.length / 4);
-        for (let k = 0; k < n; k++) if (b.readUInt32LE(k * 4) !== expect++) inOrder = false;
-        rest = b.subarray(n * 4);
-      });
-      c.on('error', () => {});
-      c.on('close', () => {
-        clearTimeout(timer);
-        resolve({ sent: words * 4, received: expect * 4 + rest.length, in_order: inOrder, ms: r1(performance.now() - t0) });
-      });
-    });
-  } finally {
-    await proxy.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
-
-/** Both delaying proxies, on loopback, with one large stream each: why this bench uses its own. */
-async function checkProxies(rttMs: number): Promise<Record<string, unknown>> {
-  const bytes = 64 << 20;
-  const out: Record<string, unknown> = { stream_bytes: bytes, rtt_ms: rttMs };
-  for (const [name, start] of [
-    ['test/helpers/delay-proxy.ts', (t: { host: string; port: number }) => startDelayProxy(t, rttMs, '127.0.0.1')],
-    ['bench/enter.ts startDelayLink', (t: { host: string; port: number }) => startDelayLink(t, rttMs, '127.0.0.1')],
-  ] as const) {
-    out[name] = await streamThrough(start, bytes).catch((err: unknown) => ({ error: errorText(err) }));
-  }
-  return out;
 }
 
 // ---- hosts and the CLI -----------------------------------------------------------------------
@@ -797,14 +642,6 @@ async function seedNpmCache(agents: TestHost, tree: NpmTree): Promise<Record<str
 async function setupWorld(tree: NpmTree): Promise<World> {
   const setup: Record<string, unknown> = {};
   report.setup = setup;
-  log('delaying proxies: one large stream through each, on loopback');
-  const check = await checkProxies(opts['rtt-ms']);
-  setup.proxy_check = check;
-  const harness = check['test/helpers/delay-proxy.ts'] as { sent?: number; received?: number; in_order?: boolean };
-  notes.push(
-    `the laptop's link to the agents node goes through bench/enter.ts startDelayLink, not test/helpers/delay-proxy.ts: on loopback, the harness proxy delivered ${harness.received ?? '?'} of ${harness.sent ?? '?'} bytes of one stream (it destroys the destination 5 ms after the source closes, dropping what is still buffered); while this bench was written, berth enter's cache copy and git fetch through it failed at random`,
-  );
-  log(`proxy check: ${JSON.stringify(setup.proxy_check)}`);
   const digest = await toolchainDigest();
   const repo = makeAppRepo(tree);
 
@@ -830,7 +667,7 @@ async function setupWorld(tree: NpmTree): Promise<World> {
   });
   const img = JSON.parse((await unixGet(agents.podmanSock!, `/images/${digest}/json`)).body) as { Size?: number };
   await agents.startNode();
-  const proxy = await startDelayLink({ host: agents.addr, port: 7700 }, opts['rtt-ms'], net.gateway);
+  const proxy = await startDelayProxy({ host: agents.addr, port: 7700 }, opts['rtt-ms'], net.gateway);
   onCleanup('close the delay proxy', () => proxy.close());
   log(`agents node on ${agents.addr}:7700, delayed (${opts['rtt-ms']} ms round trip) on ${net.gateway}:${proxy.port}`);
 
@@ -864,7 +701,7 @@ async function setupWorld(tree: NpmTree): Promise<World> {
       subnet: `${net.prefix}.0/24`,
       gateway: net.gateway,
       hosts: { registry: reg.addr, agents: agents.addr },
-      delay: `a delaying TCP proxy (bench/enter.ts startDelayLink: test/helpers/delay-proxy.ts's semantics, in order; see notes) on ${net.gateway}:${proxy.port}, ${opts['rtt-ms']} ms round trip, in front of ${NODE} (${agents.addr}:7700): every link from the laptop to the agents node (API, git fetch, blobs, caches) goes through it; the registry is reached directly on the bridge`,
+      delay: `a delaying TCP proxy (test/helpers/delay-proxy.ts: in order, ends passed on behind their data) on ${net.gateway}:${proxy.port}, ${opts['rtt-ms']} ms round trip, in front of ${NODE} (${agents.addr}:7700): every link from the laptop to the agents node (API, git fetch, blobs, caches) goes through it; the registry is reached directly on the bridge`,
     },
     toolchain: { digest, size_mb: img.Size ? mb(img.Size) : null, push_to_registry_ms: r1(pushMs), pull_into_agents_ms: r1(pullMs) },
     repo: {

@@ -45,6 +45,11 @@ export interface ExecStreamResult {
 
 export interface ExecHandle {
   writeStdin(chunk: Buffer): void;
+  /**
+   * Writes stdin read from `source`, and reads no faster than the environment takes it: past
+   * 8 MiB on its way, the source is paused until less than 1 MiB is (or the command ends).
+   */
+  feed(chunk: Buffer, source: { pause(): unknown; resume(): unknown }): void;
   /** Bytes of stdin sent but not yet taken by the node (for flow control). */
   buffered(): number;
   /** Stop and restart reading the command's output (the node then holds the command back). */
@@ -468,9 +473,28 @@ export class NodeClient {
         if (!settled) reject(interrupted());
       });
     });
+    const buffered = (): number => ws.bufferedAmount + queue.reduce((n, b) => n + b.length, 0);
+    let ended = false;
+    done.then(
+      () => (ended = true),
+      () => (ended = true),
+    );
+    let holding = false;
     return {
       writeStdin: (c) => sendOrQueue(Buffer.concat([Buffer.of(0), c])),
-      buffered: () => ws.bufferedAmount + queue.reduce((n, b) => n + b.length, 0),
+      feed: (c, source) => {
+        sendOrQueue(Buffer.concat([Buffer.of(0), c]));
+        if (holding || buffered() <= 8 << 20) return;
+        holding = true;
+        source.pause();
+        const timer = setInterval(() => {
+          if (!ended && buffered() >= 1 << 20) return;
+          clearInterval(timer);
+          holding = false;
+          source.resume();
+        }, 10);
+      },
+      buffered,
       pauseOutput: () => ws.pause(),
       resumeOutput: () => ws.resume(),
       endStdin: () => sendOrQueue(Buffer.of(1)),

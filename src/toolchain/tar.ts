@@ -1,6 +1,6 @@
 // A minimal ustar writer, enough to assemble an image archive from a rootfs tarball.
 
-export function tarHeader(name: string, size: number, mtime = 0, mode = 0o644, type = '0'): Buffer {
+export function tarHeader(name: string, size: number, mtime = 0, mode = 0o644, type = '0', linkName = ''): Buffer {
   if (Buffer.byteLength(name) > 100) throw new Error(`tar name too long: ${name}`);
   const h = Buffer.alloc(512, 0);
   h.write(name, 0, 100, 'utf8');
@@ -11,6 +11,7 @@ export function tarHeader(name: string, size: number, mtime = 0, mode = 0o644, t
   h.write(octal(mtime, 11), 136);
   h.write('        ', 148); // checksum placeholder
   h.write(type, 156);
+  if (linkName) h.write(linkName, 157, 100, 'utf8');
   h.write('ustar\u000000', 257, 'binary');
   let sum = 0;
   for (const b of h) sum += b;

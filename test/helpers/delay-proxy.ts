@@ -6,10 +6,12 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export interface DelayProxy {
   port: number;
+  /** Bytes carried so far: `up` from clients to the target, `down` back. */
+  bytes: { up: number; down: number };
   close(): Promise<void>;
 }
 
-function delayedPipe(from: Socket, to: Socket, oneWayMs: number): void {
+function delayedPipe(from: Socket, to: Socket, oneWayMs: number, count: (n: number) => void): void {
   const queue: Array<{ due: number; chunk: Buffer | null }> = [];
   let timer: NodeJS.Timeout | undefined;
   const pump = (): void => {
@@ -29,7 +31,10 @@ function delayedPipe(from: Socket, to: Socket, oneWayMs: number): void {
     timer ??= setTimeout(pump, Math.max(0, queue[0]!.due - Date.now()));
   };
   to.on('drain', () => from.resume());
-  from.on('data', (c: Buffer) => push(c));
+  from.on('data', (c: Buffer) => {
+    count(c.length);
+    push(c);
+  });
   from.on('end', () => push(null));
   from.on('error', () => to.destroy());
 }
@@ -40,6 +45,7 @@ export async function startDelayProxy(
   listenHost = '127.0.0.1',
 ): Promise<DelayProxy> {
   const sockets = new Set<Socket>();
+  const bytes = { up: 0, down: 0 };
   const server: Server = createServer({ allowHalfOpen: true }, (client) => {
     client.setNoDelay(true);
     const upstream = connect({ port: target.port, host: target.host, allowHalfOpen: true });
@@ -49,8 +55,8 @@ export async function startDelayProxy(
     upstream.on('close', () => sockets.delete(upstream));
     upstream.on('error', () => client.destroy());
     client.on('error', () => upstream.destroy());
-    delayedPipe(client, upstream, rttMs / 2);
-    delayedPipe(upstream, client, rttMs / 2);
+    delayedPipe(client, upstream, rttMs / 2, (n) => (bytes.up += n));
+    delayedPipe(upstream, client, rttMs / 2, (n) => (bytes.down += n));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -59,6 +65,7 @@ export async function startDelayProxy(
   const addr = server.address();
   return {
     port: typeof addr === 'object' && addr ? addr.port : 0,
+    bytes,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -193,19 +193,7 @@ export async function cmdExec(argv: string[]): Promise<number> {
     },
   );
   if (useStdin) {
-    process.stdin.on('data', (c: Buffer) => {
-      handle.writeStdin(c);
-      // Never read stdin faster than the environment takes it.
-      if (handle.buffered() > 8 << 20) {
-        process.stdin.pause();
-        const t = setInterval(() => {
-          if (handle.buffered() < 1 << 20) {
-            clearInterval(t);
-            process.stdin.resume();
-          }
-        }, 10);
-      }
-    });
+    process.stdin.on('data', (c: Buffer) => handle.feed(c, process.stdin));
     process.stdin.on('end', () => handle.endStdin());
     process.stdin.on('error', () => handle.endStdin());
   }

@@ -398,20 +398,8 @@ async function pipeCache(from: NodeClient, fromEnv: string, to: NodeClient, toEn
     fromEnv,
     { argv: ['tar', '-C', dir, '-cf', '-', '.'] },
     {
-      stdout: (c) => {
-        writer.writeStdin(c);
-        // Read no faster than the other side writes.
-        const r = holder.reader;
-        if (r && writer.buffered() > 8 << 20) {
-          r.pauseOutput();
-          const t = setInterval(() => {
-            if (writer.buffered() < 1 << 20) {
-              clearInterval(t);
-              r.resumeOutput();
-            }
-          }, 10);
-        }
-      },
+      // Read no faster than the other side writes.
+      stdout: (c) => writer.feed(c, { pause: () => holder.reader?.pauseOutput(), resume: () => holder.reader?.resumeOutput() }),
       stderr: () => {},
     },
   );

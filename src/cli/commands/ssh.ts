@@ -163,22 +163,7 @@ export async function cmdSshProxy(argv: string[]): Promise<number> {
               stderr: (c) => channel.stderr.write(c),
             },
           );
-          channel.on('data', (c: Buffer) => {
-            h.writeStdin(c);
-            if (h.buffered() > 8 << 20) {
-              channel.pause();
-              const timer = setInterval(() => {
-                if (h.buffered() < 1 << 20) {
-                  clearInterval(timer);
-                  channel.resume();
-                }
-              }, 10);
-              void h
-                .wait()
-                .catch(() => {})
-                .finally(() => clearInterval(timer));
-            }
-          });
+          channel.on('data', (c: Buffer) => h.feed(c, channel));
           channel.on('end', () => h.endStdin());
           h.wait().then(
             (r) => {
