@@ -15,6 +15,7 @@ import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
 import { transferToolchain } from './toolchain.js';
 import { discoverEngine } from '../../engine/discovery.js';
+import type { Engine } from '../../engine/engine.js';
 import { registryFromEnv } from '../../remote/registry.js';
 import { cacheTarget, cacheVolumeName } from '../../workspace/cache-keys.js';
 import { cacheDir } from '../../toolchain/base-image.js';
@@ -181,7 +182,9 @@ export async function cmdEnter(argv: string[]): Promise<number> {
   let created = false;
   let pulling: Promise<unknown> | null = null;
   let pullInFlight = false;
-  let stagedFiles: string[] = [];
+  let engine: Engine | undefined;
+  // Caches fetched early, by kind (step 3); their files go when enter ends, whatever happens.
+  const staged = new Map<string, { dir: string; path: string; done: Promise<void> }>();
   const cancelStaging = new AbortController();
   try {
     // 1. The identity, with the agent's work pinned in a fresh snapshot.
@@ -192,11 +195,10 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     // 2. The toolchain, by digest, from the registry when this node lacks it. The pull runs
     //    beside steps 1, 4 and 5: they wait on the link, it mostly on this machine's disk.
     //    (The steps are numbered as in docs/nodes.md.)
-    const { engine } = await discoverEngine({});
+    engine = (await discoverEngine({})).engine;
     const haveImage = await engine.inspectImage(info.toolchain);
     // 3. Caches this node has no volume for at all start arriving now too, into a file here, and
     //    go into the local environment once it exists; the others are checked and copied then.
-    const staged = new Map<string, { dir: string; path: string; done: Promise<void> }>();
     for (const [kind, key] of Object.entries(info.cacheKeys)) {
       const dir = cacheTarget(kind);
       if (!dir) continue;
@@ -209,20 +211,17 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       done.catch(() => {});
       staged.set(kind, { dir, path, done });
     }
-    stagedFiles = [...staged.values()].map((s) => s.path);
     trace(`enter: toolchain ${haveImage ? 'here' : 'missing'}, ${staged.size} cache(s) fetching early`);
     let pulled = '';
     const show = (m: string, f?: number): void => bar.update(pulled ? `${m} · toolchain ${pulled}` : m, f);
     if (!haveImage) {
       const registry = flag(p, 'registry') ?? entry.registry ?? registryFromEnv();
-      if (!registry) {
-        engine.close();
+      if (!registry)
         throw new BerthError(
           'image_missing',
           `toolchain ${info.toolchain.slice(0, 19)} is not on this node and no registry is known`,
           'give --registry, or set BERTH_REGISTRY',
         );
-      }
       pulled = 'pull starting';
       const pullPhases = new Set<string>();
       pulling = transferToolchain('pull', info.toolchain, registry, {
@@ -236,12 +235,11 @@ export async function cmdEnter(argv: string[]): Promise<number> {
       }).finally(() => {
         pulled = '';
         pullInFlight = false;
-        engine.close();
       });
       pullInFlight = true;
       // Awaited below; an earlier failure ends the command, and a retry finds the layers kept.
       pulling.catch(() => {});
-    } else engine.close();
+    }
     const snap = await remote.snap(t.env);
     trace('enter: remote snapshot taken');
     const identity: Identity = {
@@ -327,8 +325,11 @@ export async function cmdEnter(argv: string[]): Promise<number> {
     }
     throw err;
   } finally {
+    // The engine connection goes once a pull still going (an interrupted enter) has ended.
+    const e = engine;
+    void (pulling ?? Promise.resolve()).catch(() => {}).finally(() => e?.close());
     cancelStaging.abort();
-    for (const f of stagedFiles) {
+    for (const { path: f } of staged.values()) {
       rmSync(f, { force: true });
       rmSync(f + '.partial', { force: true });
     }
