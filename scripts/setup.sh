@@ -3,15 +3,19 @@
 # run only checks. Needs root (apt, the engine). Options:
 #   --with-docker   also install Docker (docker.io) and start dockerd
 #   --no-toolchain  skip building the default toolchain image
+#   --no-start      install and build only: start no engine, build no toolchain (the test
+#                   suite runs private engines of its own, scripts/private-engines.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_docker=0
 toolchain=1
+start=1
 for arg in "$@"; do
   case "$arg" in
     --with-docker) with_docker=1 ;;
     --no-toolchain) toolchain=0 ;;
+    --no-start) start=0; toolchain=0 ;;
     *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -65,7 +69,7 @@ if [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null)" != 1 ]; t
   sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || say "warning: br_netfilter is not available; berth will refuse egress networking"
 fi
 
-if [ "$with_docker" = 1 ]; then
+if [ "$with_docker" = 1 ] && [ "$start" = 1 ]; then
   bash scripts/start-docker.sh
 fi
 

@@ -14,6 +14,16 @@ import type { Engine } from './engine.js';
 export const PODMAN_SOCKET = '/run/podman/podman.sock';
 export const DOCKER_SOCKET = '/var/run/docker.sock';
 
+/** Podman's rootful socket: BERTH_PODMAN_SOCKET moves it (a private Podman, as the tests run). */
+export function podmanSocket(env: NodeJS.ProcessEnv = process.env): string {
+  return env.BERTH_PODMAN_SOCKET?.trim() || PODMAN_SOCKET;
+}
+
+/** Docker's socket: BERTH_DOCKER_SOCKET moves it (a private dockerd, as the tests run). */
+export function dockerSocket(env: NodeJS.ProcessEnv = process.env): string {
+  return env.BERTH_DOCKER_SOCKET?.trim() || DOCKER_SOCKET;
+}
+
 export interface DiscoveryOptions {
   env?: NodeJS.ProcessEnv;
   log?: (line: string) => void;
@@ -34,15 +44,15 @@ export async function discoverEngine(opts: DiscoveryOptions = {}): Promise<Disco
 
   if (explicit === 'podman') return usePodman(opts, log, 'BERTH_ENGINE=podman');
   if (explicit === 'docker') {
-    return mustAnswer(`unix://${DOCKER_SOCKET}`, 'BERTH_ENGINE=docker', 'start dockerd (scripts/start-docker.sh does it)');
+    return mustAnswer(`unix://${dockerSocket(env)}`, 'BERTH_ENGINE=docker', 'start dockerd (scripts/start-docker.sh does it)');
   }
   if (explicit) return mustAnswer(normalizeEndpoint(explicit), 'BERTH_ENGINE', 'check that the engine is running at that address');
   if (env.DOCKER_HOST)
     return mustAnswer(normalizeEndpoint(env.DOCKER_HOST), 'DOCKER_HOST', 'check that the engine is running at that address');
 
-  const candidates = [PODMAN_SOCKET];
+  const candidates = [podmanSocket(env)];
   if (env.XDG_RUNTIME_DIR) candidates.push(join(env.XDG_RUNTIME_DIR, 'podman', 'podman.sock'));
-  candidates.push(DOCKER_SOCKET);
+  candidates.push(dockerSocket(env));
   for (const sock of candidates) {
     if (!existsSync(sock)) continue;
     const engine = new DockerApiEngine(`unix://${sock}`);
@@ -83,23 +93,28 @@ function hasPodman(): boolean {
 }
 
 async function usePodman(opts: DiscoveryOptions, log: (l: string) => void, how: string): Promise<Discovered> {
-  const endpoint = `unix://${PODMAN_SOCKET}`;
+  const socket = podmanSocket(opts.env ?? process.env);
+  const endpoint = `unix://${socket}`;
   const engine = new DockerApiEngine(endpoint);
   if (await answers(engine)) return { engine, how };
   if (!hasPodman()) {
     throw new BerthError('engine_unavailable', 'podman is not installed', 'run scripts/setup.sh, or set BERTH_ENGINE to another engine');
   }
-  log(`berth: podman's API socket ${PODMAN_SOCKET} is not answering; starting \`podman system service\``);
-  mkdirSync(dirname(PODMAN_SOCKET), { recursive: true });
+  log(`berth: podman's API socket ${socket} is not answering; starting \`podman system service\``);
+  mkdirSync(dirname(socket), { recursive: true });
   const logDir = opts.logDir ?? '/tmp';
   mkdirSync(logDir, { recursive: true });
   const out = openSync(join(logDir, 'podman-service.log'), 'a');
-  const child = spawn('podman', ['system', 'service', '--time=0', endpoint], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn('podman', ['system', 'service', '--time=0', endpoint], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: opts.env ?? process.env,
+  });
   child.unref();
   for (let i = 0; i < 200; i++) {
     if (opts.signal?.aborted) break;
-    if (existsSync(PODMAN_SOCKET) && (await answers(engine))) {
-      log(`berth: podman system service is running at ${PODMAN_SOCKET} (pid ${child.pid}, log ${join(logDir, 'podman-service.log')})`);
+    if (existsSync(socket) && (await answers(engine))) {
+      log(`berth: podman system service is running at ${socket} (pid ${child.pid}, log ${join(logDir, 'podman-service.log')})`);
       return { engine, how: `${how}; started podman system service` };
     }
     await sleep(50);

@@ -80,11 +80,31 @@ export function run(
   });
 }
 
+/**
+ * An engine's own CLI, pointed at the engine the tests use: scripts/test runs private engines
+ * (BERTH_DOCKER_SOCKET for dockerd; Podman reads CONTAINERS_CONF and CONTAINERS_STORAGE_CONF).
+ */
+export function engineCli(engine: EngineName): { bin: string; env: NodeJS.ProcessEnv } {
+  if (engine === 'podman') return { bin: 'podman', env: process.env };
+  const sock = process.env.BERTH_DOCKER_SOCKET;
+  return { bin: '/usr/bin/docker', env: sock ? { ...process.env, DOCKER_HOST: `unix://${sock}` } : process.env };
+}
+
+/** Runs an engine's own CLI (see engineCli); its stdout. */
+export function engineRun(engine: EngineName, args: string[], opts: { ignoreOutput?: boolean } = {}): string {
+  const { bin, env } = engineCli(engine);
+  if (opts.ignoreOutput) {
+    execFileSync(bin, args, { env, stdio: 'ignore' });
+    return '';
+  }
+  return execFileSync(bin, args, { env, encoding: 'utf8' });
+}
+
 /** Lists the containers an engine holds with a label, through the engine's own CLI. */
 export function engineContainers(engine: EngineName, label: string): string[] {
-  const bin = engine === 'docker' ? '/usr/bin/docker' : 'podman';
-  const out = execFileSync(bin, ['ps', '-a', '-q', '--no-trunc', '--filter', `label=${label}`], { encoding: 'utf8' });
-  return out.split('\n').filter(Boolean);
+  return engineRun(engine, ['ps', '-a', '-q', '--no-trunc', '--filter', `label=${label}`])
+    .split('\n')
+    .filter(Boolean);
 }
 
 export class NodeFixture {
@@ -192,7 +212,8 @@ export class NodeFixture {
       const ls = await this.cli(['ls']).catch(() => undefined);
       process.stderr.write(`\n[fixture ${this.engine} ${this.home}] environments:\n${ls?.stdout ?? '?'}\n[daemon log]\n${this.log()}\n`);
       for (const id of this.containers()) {
-        const logs = spawnSync(this.engine === 'docker' ? '/usr/bin/docker' : 'podman', ['logs', '--tail', '30', id], { encoding: 'utf8' });
+        const { bin, env } = engineCli(this.engine);
+        const logs = spawnSync(bin, ['logs', '--tail', '30', id], { encoding: 'utf8', env });
         process.stderr.write(`[container ${id.slice(0, 12)} log]\n${logs.stdout}${logs.stderr}\n`);
       }
     }
@@ -205,7 +226,7 @@ export class NodeFixture {
       await this.killDaemon('SIGTERM');
     }
     for (const id of existsSync(join(this.home, 'node-id')) ? this.containers() : []) {
-      execFileSync(this.engine === 'docker' ? '/usr/bin/docker' : 'podman', ['rm', '-f', id], { stdio: 'ignore' });
+      engineRun(this.engine, ['rm', '-f', id], { ignoreOutput: true });
     }
     // A copy-on-write file system the node set up in its home (BERTH_STORAGE=btrfs).
     if (existsSync(join(this.home, 'storage.img'))) spawnSync('umount', [join(this.home, 'fs')]);

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
+import { engineRun, makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
 import type { EnvInfo, IdentityInfo, PoolInfo, SnapshotInfo } from '../../src/core/api.js';
 
 function git(repo: string, ...args: string[]): string {
@@ -175,7 +175,7 @@ describe(`snapshots, identity and faults on ${first}`, () => {
         await node.json(['new', 'doomed', '--repo', repo.path]);
         await node.cli(['exec', 'doomed', '--', 'sh', '-c', 'echo precious > work.txt']);
         const env = await node.json<EnvInfo>(['describe', 'doomed']);
-        execFileSync(first === 'docker' ? '/usr/bin/docker' : 'podman', ['rm', '-f', env.containerId!], { stdio: 'ignore' });
+        engineRun(first, ['rm', '-f', env.containerId!], { ignoreOutput: true });
         const s = await node.cli(['snap', 'doomed', '--json']);
         assert.equal(s.code, 0, s.stderr);
         const rm = await node.json<{ snapshots: Record<string, string> }>(['rm', 'doomed']);
