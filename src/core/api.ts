@@ -63,30 +63,48 @@ export type ExecRequest = z.infer<typeof ExecRequest>;
 export const EnvState = z.enum(['creating', 'running', 'paused', 'pooled', 'stopped', 'vanished', 'removing']);
 export type EnvState = z.infer<typeof EnvState>;
 
-export interface EnvInfo {
-  id: string;
-  name: string;
-  state: EnvState;
-  repo: string;
-  ref: string;
-  commit: string;
-  toolchain: string;
-  containerId: string | null;
-  engine: string;
-  network: NetworkMode;
+export const IdentityInfo = z.object({
+  repo: z.string(),
+  ref: z.string(),
+  toolchain: z.string(),
+  snapshot: z.string().optional(),
+  cacheKeys: z.record(z.string()).optional(),
+  hash: z.string(),
+  short: z.string(),
+});
+export type IdentityInfo = z.infer<typeof IdentityInfo>;
+
+export const Placement = z.object({ node: z.string(), operator: z.string().nullable(), reason: z.string() });
+
+export const EnvInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: EnvState,
+  repo: z.string(),
+  ref: z.string(),
+  commit: z.string(),
+  toolchain: z.string(),
+  containerId: z.string().nullable(),
+  engine: z.string(),
+  network: NetworkMode,
   /** The node's CA bundle, mounted read-only, and the variables that point at it. */
-  trust: { caBundle: string; variables: string[] } | null;
-  limits: Limits;
-  labels: { agent?: string; task?: string };
-  createdAt: string;
-  identity: IdentityInfo;
+  trust: z.object({ caBundle: z.string(), variables: z.array(z.string()) }).nullable(),
+  limits: Limits,
+  labels: z.object({ agent: z.string().optional(), task: z.string().optional() }),
+  createdAt: z.string(),
+  identity: IdentityInfo,
   /** Where it came from: a snapshot it was forked from, a pool it was claimed from. */
-  origin: { snapshot: string | null; pool: boolean };
-  cacheKeys: Record<string, string>;
-  ttl: { seconds: number | null; idleSeconds: number | null; expiresAt: string | null };
-  upstream: { node: string; env: string; url: string; snapshot: string } | null;
-  placement: { node: string; operator: string | null; reason: string };
-}
+  origin: z.object({ snapshot: z.string().nullable(), pool: z.boolean() }),
+  cacheKeys: z.record(z.string()),
+  ttl: z.object({ seconds: z.number().nullable(), idleSeconds: z.number().nullable(), expiresAt: z.string().nullable() }),
+  upstream: z.object({ node: z.string(), env: z.string(), url: z.string(), snapshot: z.string() }).nullable(),
+  placement: Placement,
+});
+export type EnvInfo = z.infer<typeof EnvInfo>;
+
+/** `POST /v1/envs`: the environment, and the services its berth.json starts with it. */
+export const CreatedEnv = EnvInfo.extend({ autostarted: z.array(z.string()).optional(), autostartError: z.string().optional() });
+export type CreatedEnv = z.infer<typeof CreatedEnv>;
 
 export const SnapshotImport = z
   .object({
@@ -105,40 +123,42 @@ export const ApplyRequest = z
   .strict();
 export type ApplyRequest = z.infer<typeof ApplyRequest>;
 
-export interface ApplyResult {
-  applied: boolean;
-  files: string[];
-  conflicts: string[];
-  snapshot: string;
-}
-
-export interface IdentityInfo {
-  repo: string;
-  ref: string;
-  toolchain: string;
-  snapshot?: string;
-  cacheKeys?: Record<string, string>;
-  hash: string;
-  short: string;
-}
+export const ApplyResult = z.object({
+  applied: z.boolean(),
+  files: z.array(z.string()),
+  conflicts: z.array(z.string()),
+  snapshot: z.string(),
+});
+export type ApplyResult = z.infer<typeof ApplyResult>;
 
 export const SnapRequest = z.object({ artifacts: z.array(z.string().max(4096)).max(100).optional() }).strict();
 export type SnapRequest = z.infer<typeof SnapRequest>;
 
-export interface SnapshotInfo {
-  id: string;
-  env: string | null;
-  base: string;
-  repo: string;
-  toolchain: string;
-  cacheKeys: Record<string, string>;
-  files: number;
-  bytes: number;
-  reason: string;
-  createdAt: string;
-  newBlobs?: number;
-  ms?: number;
-}
+export const SnapshotInfo = z.object({
+  id: z.string(),
+  env: z.string().nullable(),
+  base: z.string(),
+  repo: z.string(),
+  toolchain: z.string(),
+  cacheKeys: z.record(z.string()),
+  files: z.number(),
+  bytes: z.number(),
+  reason: z.string(),
+  createdAt: z.string(),
+  newBlobs: z.number().optional(),
+  ms: z.number().optional(),
+});
+export type SnapshotInfo = z.infer<typeof SnapshotInfo>;
+
+export const RestoreResult = z.object({ restored: z.string(), files: z.number() });
+export const GcResult = z.object({
+  kept: z.number(),
+  removed: z.number(),
+  freedBytes: z.number(),
+  tmpRemoved: z.number(),
+  treesRemoved: z.number(),
+});
+export type GcResult = z.infer<typeof GcResult>;
 
 export const PoolRequest = z
   .object({
@@ -150,44 +170,57 @@ export const PoolRequest = z
   .strict();
 export type PoolRequest = z.infer<typeof PoolRequest>;
 
-export interface PoolInfo {
-  id: string;
-  toolchain: string;
-  repo: string;
-  ref: string;
-  commit: string;
-  cacheKey: string;
-  size: number;
-  warm: number;
-}
+export const PoolInfo = z.object({
+  id: z.string(),
+  toolchain: z.string(),
+  repo: z.string(),
+  ref: z.string(),
+  commit: z.string(),
+  cacheKey: z.string(),
+  size: z.number(),
+  warm: z.number(),
+});
+export type PoolInfo = z.infer<typeof PoolInfo>;
 
-export interface ExecTiming {
+export const ExecTiming = z.object({
   /** Milliseconds: from the daemon receiving the request to the agent being asked. */
-  queueMs: number;
+  queueMs: z.number(),
   /** Milliseconds spent by the agent spawning the process. */
-  spawnMs: number;
+  spawnMs: z.number(),
   /** Milliseconds the process ran. */
-  runMs: number;
+  runMs: z.number(),
   /** Milliseconds of the daemon-agent round trip, less spawn and run. */
-  transportMs: number;
-}
+  transportMs: z.number(),
+});
+export type ExecTiming = z.infer<typeof ExecTiming>;
 
-export interface ExecResult {
-  exitCode: number;
-  signal: string | null;
-  stdout: string; // base64
-  stderr: string; // base64
-  timedOut: boolean;
-  truncated: boolean;
-  timing: ExecTiming;
-}
+export const ExecResult = z.object({
+  exitCode: z.number(),
+  signal: z.string().nullable(),
+  stdout: z.string(), // base64
+  stderr: z.string(), // base64
+  timedOut: z.boolean(),
+  truncated: z.boolean(),
+  timing: ExecTiming,
+});
+export type ExecResult = z.infer<typeof ExecResult>;
 
-export interface NodeInfo {
-  node: string;
-  version: string;
-  engine: { name: string; endpoint: string; version: string };
-  defaultToolchain: string | null;
-}
+/** The end of a streamed command (the exec WebSocket's last message). */
+export const ExecExit = z.object({
+  exitCode: z.number(),
+  signal: z.string().nullable(),
+  timedOut: z.boolean(),
+  timing: ExecTiming,
+});
+export type ExecExit = z.infer<typeof ExecExit>;
+
+export const NodeInfo = z.object({
+  node: z.string(),
+  version: z.string(),
+  engine: z.object({ name: z.string(), endpoint: z.string(), version: z.string() }),
+  defaultToolchain: z.string().nullable(),
+});
+export type NodeInfo = z.infer<typeof NodeInfo>;
 
 export const ReadinessSchema = z.union([
   z.object({ kind: z.literal('tcp'), port: z.number().int().min(1).max(65535) }).strict(),
@@ -275,72 +308,181 @@ export const VerifyRequest = z
   .strict();
 export type VerifyRequest = z.infer<typeof VerifyRequest>;
 
-export interface ProbeEvidence {
-  ok: boolean;
-  detail: string;
-  status?: number;
-  bodyExcerpt?: string;
-  ms: number;
-}
+/** Evidence from one check (readiness, an HTTP probe). The agent returns this shape. */
+export const ProbeEvidence = z.object({
+  ok: z.boolean(),
+  detail: z.string(),
+  status: z.number().optional(),
+  bodyExcerpt: z.string().optional(),
+  ms: z.number(),
+});
+export type ProbeEvidence = z.infer<typeof ProbeEvidence>;
+export type Readiness = z.infer<typeof ReadinessSchema>;
 
-export interface ServiceInfo {
-  name: string;
-  state: 'starting' | 'ready' | 'failed' | 'exited' | 'restarting' | 'stopped';
-  pid: number | null;
-  argv: string[];
-  ready: z.infer<typeof ReadinessSchema> | null;
-  restart: 'no' | 'on-failure' | 'always';
-  restarts: number;
-  startedAt: string | null;
-  readyAt: string | null;
-  readyMs: number | null;
-  exitCode: number | null;
-  reason: string | null;
-  logTail: string | null;
-  ports: number[];
-  check?: ProbeEvidence;
-}
+export const ServiceState = z.enum(['starting', 'ready', 'failed', 'exited', 'restarting', 'stopped']);
+export type ServiceState = z.infer<typeof ServiceState>;
 
-export interface VerifyResult {
-  verified: boolean;
-  checkedAt: string;
-  services: Array<{ name: string; ok: boolean; state: string; check: ProbeEvidence | undefined; logTail: string | null }>;
-  http: Array<{ url: string } & ProbeEvidence>;
-  screenshots: Array<{
-    url: string;
-    ok: boolean;
-    path: string | null;
-    bytes: number;
-    width: number;
-    height: number;
-    blank: boolean;
-    detail: string;
-  }>;
-  tests: null | {
-    argv: string[];
-    exitCode: number;
-    ok: boolean;
-    summary: { format: string; passed: number; failed: number; skipped: number; total: number; failures: string[] } | null;
-    outputTail: string;
-  };
-  failures: string[];
-}
+/** A service as the agent reports it. */
+export const ServiceInfo = z.object({
+  name: z.string(),
+  state: ServiceState,
+  pid: z.number().nullable(),
+  argv: z.array(z.string()),
+  ready: ReadinessSchema.nullable(),
+  restart: RestartPolicy,
+  restarts: z.number(),
+  startedAt: z.string().nullable(),
+  readyAt: z.string().nullable(),
+  /** Milliseconds from start to the first passing readiness check. */
+  readyMs: z.number().nullable(),
+  exitCode: z.number().nullable(),
+  reason: z.string().nullable(),
+  logTail: z.string().nullable(),
+  ports: z.array(z.number()),
+  check: ProbeEvidence.optional(),
+});
+export type ServiceInfo = z.infer<typeof ServiceInfo>;
 
-export interface BatchStepResultWire {
-  argv: string[];
-  exitCode: number;
-  signal: string | null;
-  timedOut: boolean;
-  stdout: string; // base64
-  stderr: string; // base64
-  truncated: boolean;
-  error?: { code: string; message: string };
-  timing: { spawnMs: number; runMs: number };
-}
+export const TestSummary = z.object({
+  format: z.string(),
+  passed: z.number(),
+  failed: z.number(),
+  skipped: z.number(),
+  total: z.number(),
+  failures: z.array(z.string()),
+});
 
-export interface BatchResult {
-  steps: BatchStepResultWire[];
-  completed: number;
-  exitCode: number;
-  timing: { transportMs: number; queueMs: number };
-}
+export const VerifyResult = z.object({
+  verified: z.boolean(),
+  checkedAt: z.string(),
+  services: z.array(
+    z.object({ name: z.string(), ok: z.boolean(), state: z.string(), check: ProbeEvidence.optional(), logTail: z.string().nullable() }),
+  ),
+  http: z.array(ProbeEvidence.extend({ url: z.string() })),
+  screenshots: z.array(
+    z.object({
+      url: z.string(),
+      ok: z.boolean(),
+      path: z.string().nullable(),
+      bytes: z.number(),
+      width: z.number(),
+      height: z.number(),
+      blank: z.boolean(),
+      detail: z.string(),
+    }),
+  ),
+  tests: z
+    .object({
+      argv: z.array(z.string()),
+      exitCode: z.number(),
+      ok: z.boolean(),
+      summary: TestSummary.nullable(),
+      outputTail: z.string(),
+    })
+    .nullable(),
+  failures: z.array(z.string()),
+});
+export type VerifyResult = z.infer<typeof VerifyResult>;
+
+/** What the agent reports for one step of a batch. */
+export const AgentStepResult = z.object({
+  exitCode: z.number(),
+  signal: z.string().nullable(),
+  timedOut: z.boolean(),
+  spawnMs: z.number(),
+  runMs: z.number(),
+  stdout: z.string(), // base64
+  stderr: z.string(), // base64
+  truncated: z.boolean(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+});
+export type AgentStepResult = z.infer<typeof AgentStepResult>;
+
+export const BatchStepResultWire = z.object({
+  argv: z.array(z.string()),
+  exitCode: z.number(),
+  signal: z.string().nullable(),
+  timedOut: z.boolean(),
+  stdout: z.string(), // base64
+  stderr: z.string(), // base64
+  truncated: z.boolean(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  timing: z.object({ spawnMs: z.number(), runMs: z.number() }),
+});
+export type BatchStepResultWire = z.infer<typeof BatchStepResultWire>;
+
+export const BatchResult = z.object({
+  steps: z.array(BatchStepResultWire),
+  completed: z.number(),
+  exitCode: z.number(),
+  timing: z.object({ transportMs: z.number(), queueMs: z.number() }),
+});
+export type BatchResult = z.infer<typeof BatchResult>;
+
+export const TimingSummary = z.object({
+  commands: z.number(),
+  window: z.number(),
+  p50: ExecTiming.nullable(),
+  p99: ExecTiming.nullable(),
+  /** Overhead berth adds to a command (queue + transport + spawn), p50 and p99, in ms. */
+  overheadMs: z.object({ p50: z.number(), p99: z.number() }).nullable(),
+});
+export type TimingSummary = z.infer<typeof TimingSummary>;
+
+const nullableNumber = z.number().nullable();
+
+/** What the environment says about itself from inside (through its agent). */
+export const LiveDescription = z.object({
+  os: z.object({
+    name: z.string(),
+    id: z.string().nullable(),
+    version: z.string().nullable(),
+    kernel: z.string(),
+    arch: z.string(),
+    hostname: z.string(),
+  }),
+  tools: z.record(z.object({ path: z.string(), version: z.string() })),
+  path: z.array(z.string()),
+  workdir: z.string(),
+  /** The environment's variables, values that look secret redacted. */
+  env: z.record(z.string()),
+  processes: z.array(
+    z.object({ pid: z.number(), ppid: z.number(), sid: z.number(), rssKb: z.number(), cmd: z.string(), service: z.string().nullable() }),
+  ),
+  ports: z.array(
+    z.object({
+      port: z.number(),
+      address: z.string(),
+      protocol: z.enum(['tcp', 'tcp6']),
+      pid: nullableNumber,
+      service: z.string().nullable(),
+    }),
+  ),
+  services: z.array(ServiceInfo),
+  git: z.object({
+    repository: z.boolean(),
+    error: z.string().optional(),
+    branch: z.string().nullable().optional(),
+    head: z.string().nullable().optional(),
+    base: z.string().nullable().optional(),
+    ahead: nullableNumber.optional(),
+    behind: nullableNumber.optional(),
+    dirty: z.array(z.object({ path: z.string(), status: z.string() })).optional(),
+    clean: z.boolean().optional(),
+  }),
+  resources: z.object({
+    memory: z.object({ limitBytes: nullableNumber, usedBytes: nullableNumber }),
+    pids: z.object({ limit: nullableNumber, current: nullableNumber }),
+    cpu: z.object({ limitCpus: nullableNumber, usageSeconds: nullableNumber }),
+  }),
+});
+export type LiveDescription = z.infer<typeof LiveDescription>;
+
+/** `describe`: the environment as the node knows it, and (when it runs) as it sees itself. */
+export const DescribeResult = EnvInfo.merge(LiveDescription.partial()).extend({
+  /** Null when the environment is not running (nothing to ask). */
+  live: z.null().optional(),
+  latency: TimingSummary,
+  describeMs: z.number(),
+});
+export type DescribeResult = z.infer<typeof DescribeResult>;

@@ -1,5 +1,6 @@
 // Exec on the daemon side: one request becomes one stream on the environment's persistent
 // agent connection. Two forms: buffered (one HTTP request) and streamed (a WebSocket).
+import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { ExecRequest, ExecResult } from '../core/api.js';
 import { BerthError, isErrorCode } from '../core/errors.js';
@@ -37,6 +38,7 @@ export async function startExec(
   name: string,
   req: ExecRequest & { interactiveStdin?: boolean },
   sink: ExecSink,
+  via: 'exec' | 'stream' = 'stream',
 ): Promise<RunningExec> {
   const t0 = performance.now();
   const { row, conn } = await manager.agentFor(name, { resume: req.resume });
@@ -53,6 +55,12 @@ export async function startExec(
     stream.endStdin();
   }
   void stream.done.finally(() => manager.busy(row.id, -1)).catch(() => {});
+  const command = randomBytes(6).toString('hex');
+  const who = { env: row.name, agent: row.agent };
+  manager.events.emit({ type: 'command.started', ...who, command, argv: req.argv, via });
+  const ended = (exitCode: number, timedOut: boolean): void => {
+    manager.events.emit({ type: 'command.ended', ...who, command, exitCode, timedOut, durationMs: round(performance.now() - t0) });
+  };
   const result = stream.done.then(
     (res) => {
       if (!res.ok || !res.exec) throw agentError(res);
@@ -65,9 +73,12 @@ export async function startExec(
         transportMs: round(Math.max(0, total - e.spawnMs - e.runMs)),
       };
       manager.stats.record(row.id, timing);
-      return { exitCode: e.timedOut ? 124 : e.exitCode, signal: e.signal, timedOut: e.timedOut, timing };
+      const exitCode = e.timedOut ? 124 : e.exitCode;
+      ended(exitCode, e.timedOut);
+      return { exitCode, signal: e.signal, timedOut: e.timedOut, timing };
     },
     (err: unknown) => {
+      ended(-1, false);
       if (err instanceof AgentGoneError) {
         throw new BerthError(
           'not_running',
@@ -108,7 +119,7 @@ export async function execBuffered(
     size += c.length;
     if (c.length) into.push(c);
   };
-  const run = await startExec(manager, name, req, { stdout: keep(out), stderr: keep(err) });
+  const run = await startExec(manager, name, req, { stdout: keep(out), stderr: keep(err) }, 'exec');
   res?.once('close', () => {
     if (!res.writableEnded) run.signal('SIGKILL');
   });

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode } from '../core/api.js';
+import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { decodeIdentity, encodeIdentity, identityHash, type Identity } from '../core/identity.js';
 import { validateEnvName, validateLabel } from '../core/names.js';
@@ -18,6 +18,7 @@ import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../wo
 import type { BlobStore } from '../workspace/blob-store.js';
 import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
+import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { isolateSubnets } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
@@ -39,6 +40,7 @@ export interface ManagerOptions {
   engineName: string;
   db: StateDb;
   store: BlobStore;
+  events: EventBus;
   log: (line: string) => void;
 }
 
@@ -211,6 +213,7 @@ export class EnvManager {
       await failpoint('create:after-agent');
       const state = internal.poolId ? 'pooled' : 'running';
       this.o.db.updateEnv(id, { state });
+      if (!internal.poolId) this.o.events.emit({ type: 'env.created', env: name, agent: row.agent, state, fromPool: false });
       return this.info({ ...row, state, container_id: containerId });
     } catch (err) {
       await this.destroy({ ...row, container_id: this.o.db.envById(id)?.container_id ?? null }).catch(() => {});
@@ -261,6 +264,7 @@ export class EnvManager {
         const r = await conn.request({ op: 'exec', argv: ['git', 'branch', '-m', `berth/${row.name}`] });
         if (!r.ok || r.exec?.exitCode !== 0) throw new Error('branch rename failed');
         this.lastUsed.set(row.id, Date.now());
+        this.o.events.emit({ type: 'env.created', env: row.name, agent: row.agent, state: row.state, fromPool: true });
         return this.info(row);
       } catch {
         // A pooled environment that died while waiting: drop it and try the next.
@@ -366,6 +370,8 @@ export class EnvManager {
     this.creating.get(row.id)?.abort();
     this.o.db.updateEnv(row.id, { state: 'removing' });
     await this.destroy(row);
+    if (row.state !== 'pooled' && !(row.state === 'creating' && row.pool_id))
+      this.o.events.emit({ type: 'env.removed', env: row.name, agent: row.agent, snapshot });
     return { snapshot };
   }
 
@@ -482,7 +488,7 @@ export class EnvManager {
     if (row.state !== 'running' || !row.container_id)
       throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'only a running environment can be paused');
     await this.o.engine.pauseContainer(row.container_id);
-    this.o.db.updateEnv(row.id, { state: 'paused' });
+    this.setState(row, 'paused', null);
     return this.info({ ...row, state: 'paused' });
   }
 
@@ -492,9 +498,20 @@ export class EnvManager {
     if (row.state !== 'paused' || !row.container_id)
       throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'only a paused environment can be resumed');
     await this.o.engine.unpauseContainer(row.container_id);
-    this.o.db.updateEnv(row.id, { state: 'running' });
+    this.setState(row, 'running', null);
     this.lastUsed.set(row.id, Date.now());
     return this.info({ ...row, state: 'running' });
+  }
+
+  /** Records a state change and tells subscribers. */
+  private setState(row: EnvRow, state: EnvState, reason: string | null): void {
+    this.o.db.updateEnv(row.id, { state });
+    if (row.state !== state && row.state !== 'pooled')
+      this.o.events.emit({ type: 'env.state', env: row.name, agent: row.agent, state, previous: row.state, reason });
+  }
+
+  get events(): EventBus {
+    return this.o.events;
   }
 
   /** A snapshot's copy-on-write tree, when the node keeps them. */
@@ -559,7 +576,7 @@ export class EnvManager {
     } catch {
       const c = row.container_id ? await this.o.engine.inspectContainer(row.container_id) : null;
       if (!c) {
-        this.o.db.updateEnv(row.id, { state: 'vanished' });
+        this.setState(row, 'vanished', 'its container is gone');
         throw new BerthError('not_running', `environment ${row.name}'s container has vanished`, `remove it with \`berth rm ${row.name}\``);
       }
       if (c.status === 'paused')
@@ -636,7 +653,7 @@ export class EnvManager {
         await this.destroy(row).catch(() => {});
       } else if (!c) {
         if (row.state !== 'vanished') {
-          this.o.db.updateEnv(row.id, { state: 'vanished' });
+          this.setState(row, 'vanished', 'its container was gone when the node started');
           vanished++;
         }
       } else if (c.status === 'exited' || c.status === 'created') {

@@ -54,7 +54,14 @@ export class PoolKeeper {
       created_at: new Date().toISOString(),
     });
     this.kick();
+    this.changed(row);
     return this.info(row);
+  }
+
+  /** Tells subscribers how full a pool is. */
+  changed(p: PoolRow): void {
+    const info = this.info(p);
+    this.manager.events.emit({ type: 'pool.changed', env: null, agent: null, pool: p.id, size: info.size, warm: info.warm });
   }
 
   list(): PoolInfo[] {
@@ -106,6 +113,7 @@ export class PoolKeeper {
         await this.manager.create({ name, repo: pool.repo, ref: pool.commit_sha, toolchain: pool.toolchain, noPool: true }, undefined, {
           poolId: pool.id,
         });
+        this.changed(pool);
       }
     }
   }

@@ -94,6 +94,15 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
     created_at: new Date().toISOString(),
   };
   manager.db.insertSnapshot(rec);
+  manager.events.emit({
+    type: 'snapshot.taken',
+    env: row.name,
+    agent: row.agent,
+    snapshot: rec.id,
+    reason: rec.reason,
+    files: rec.files,
+    bytes: rec.bytes,
+  });
   return snapshotInfo(rec, { newBlobs: captured.newBlobs, ms: Math.round((performance.now() - t0) * 10) / 10 });
 }
 

@@ -7,6 +7,7 @@ import type { NodeInfo } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { discoverEngine } from '../engine/discovery.js';
 import { EnvManager } from '../env/manager.js';
+import { EventBus } from '../env/event-bus.js';
 import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer } from './server.js';
@@ -79,7 +80,8 @@ async function start(
   cleanups.push(() => db.close());
   const store = new BlobStore(join(config.home, 'store'));
   store.sweepTmp();
-  const manager = new EnvManager({ config, engine, engineName: v.name, db, store, log });
+  const events = new EventBus(db);
+  const manager = new EnvManager({ config, engine, engineName: v.name, db, store, events, log });
   cleanups.push(() => manager.close());
   const r = await manager.reconcile();
   if (r.removedHalfMade || r.removedOrphans || r.vanished) {

@@ -112,7 +112,45 @@ const MIGRATIONS: string[] = [
    );`,
   `ALTER TABLE envs ADD COLUMN upstream TEXT;
    ALTER TABLE envs ADD COLUMN placement TEXT;`,
+  `CREATE TABLE tokens (
+     id TEXT PRIMARY KEY,
+     hash TEXT NOT NULL,
+     agent TEXT NOT NULL,
+     envs TEXT,
+     read_only INTEGER NOT NULL DEFAULT 0,
+     created_at TEXT NOT NULL,
+     expires_at TEXT,
+     last_used_at TEXT
+   );
+   CREATE TABLE events (
+     id INTEGER PRIMARY KEY,
+     at TEXT NOT NULL,
+     env TEXT,
+     agent TEXT,
+     body TEXT NOT NULL
+   );`,
 ];
+
+export interface TokenRow {
+  id: string;
+  /** sha256 of the secret, hex: the secret itself is never stored. */
+  hash: string;
+  agent: string;
+  envs: string[] | null;
+  read_only: boolean;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface EventRow {
+  id: number;
+  at: string;
+  env: string | null;
+  agent: string | null;
+  /** The event as JSON. */
+  body: string;
+}
 
 export class StateDb {
   private readonly db: Database.Database;
@@ -280,9 +318,64 @@ export class StateDb {
     this.db.prepare('DELETE FROM pools WHERE id = ?').run(id);
   }
 
+  // ---- tokens -------------------------------------------------------------------------
+
+  insertToken(t: TokenRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO tokens (id, hash, agent, envs, read_only, created_at, expires_at, last_used_at)
+         VALUES (@id, @hash, @agent, @envs, @read_only, @created_at, @expires_at, @last_used_at)`,
+      )
+      .run({ ...t, envs: t.envs ? JSON.stringify(t.envs) : null, read_only: t.read_only ? 1 : 0 });
+  }
+
+  token(id: string): TokenRow | undefined {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as RawToken | undefined;
+    return r && decodeToken(r);
+  }
+
+  tokens(): TokenRow[] {
+    return (this.db.prepare('SELECT * FROM tokens ORDER BY created_at').all() as RawToken[]).map(decodeToken);
+  }
+
+  touchToken(id: string, at: string): void {
+    this.db.prepare('UPDATE tokens SET last_used_at = ? WHERE id = ?').run(at, id);
+  }
+
+  deleteToken(id: string): boolean {
+    return this.db.prepare('DELETE FROM tokens WHERE id = ?').run(id).changes === 1;
+  }
+
+  // ---- events -------------------------------------------------------------------------
+
+  /** Appends an event; its id is one more than the last. */
+  appendEvent(e: Omit<EventRow, 'id'>): number {
+    return Number(this.db.prepare('INSERT INTO events (at, env, agent, body) VALUES (@at, @env, @agent, @body)').run(e).lastInsertRowid);
+  }
+
+  /** Events after `since`, oldest first. */
+  eventsSince(since: number, limit: number): EventRow[] {
+    return this.db.prepare('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?').all(since, limit) as EventRow[];
+  }
+
+  lastEventId(): number {
+    return (this.db.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
+  }
+
+  /** Keeps the newest `keep` events. */
+  trimEvents(keep: number): void {
+    this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(keep);
+  }
+
   close(): void {
     this.db.close();
   }
+}
+
+type RawToken = Omit<TokenRow, 'envs' | 'read_only'> & { envs: string | null; read_only: number };
+
+function decodeToken(r: RawToken): TokenRow {
+  return { ...r, envs: r.envs ? (JSON.parse(r.envs) as string[]) : null, read_only: r.read_only === 1 };
 }
 
 function decode(r: RawRow): EnvRow {
