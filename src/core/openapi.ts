@@ -6,7 +6,7 @@ import { ErrorAnswer, PARAMS, ROUTES, type RouteSpec } from './contract.js';
 import { VERSION } from './version.js';
 
 function schema(s: z.ZodTypeAny): unknown {
-  const out = zodToJsonSchema(s, { target: 'openApi3', $refStrategy: 'none' }) as Record<string, unknown>;
+  const out = zodToJsonSchema(s as z.ZodType, { target: 'openApi3', $refStrategy: 'none' }) as Record<string, unknown>;
   delete out.$schema;
   return out;
 }

@@ -18,7 +18,7 @@ export class EventBus {
   emit(input: EventInput): BerthEvent {
     const at = new Date().toISOString();
     const id = this.db.appendEvent({ at, env: input.env, agent: input.agent, body: JSON.stringify(input) });
-    const event = { ...input, id, at } as BerthEvent;
+    const event = { ...input, id, at };
     if (++this.sinceTrim >= 500) {
       this.sinceTrim = 0;
       this.db.trimEvents(KEEP);
@@ -35,7 +35,7 @@ export class EventBus {
 
   /** Stored events after `since`, oldest first. */
   since(since: number, limit = KEEP): BerthEvent[] {
-    return this.db.eventsSince(since, limit).map((r) => ({ ...(JSON.parse(r.body) as EventInput), id: r.id, at: r.at }) as BerthEvent);
+    return this.db.eventsSince(since, limit).map((r) => ({ ...(JSON.parse(r.body) as EventInput), id: r.id, at: r.at }));
   }
 
   get lastId(): number {
