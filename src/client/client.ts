@@ -6,10 +6,13 @@ import { WebSocket } from 'ws';
 import type {
   BatchRequest,
   BatchResult,
+  CreatedEnv,
   CreateEnvRequest,
+  DescribeResult,
   EnvInfo,
   ExecRequest,
   ExecResult,
+  GcResult,
   IdentityInfo,
   NodeInfo,
   ApplyResult,
@@ -23,7 +26,19 @@ import type {
   VerifyRequest,
   VerifyResult,
 } from '../core/api.js';
+import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type RouteSpec } from '../core/contract.js';
 import { BerthError } from '../core/errors.js';
+import { BerthEvent } from '../core/events.js';
+import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
+import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
+
+/** The arguments of one call: path parameters, query, body, and a signal. */
+export interface CallArgs<K extends RouteId> {
+  params?: Record<string, string | number>;
+  query?: Record<string, string | undefined>;
+  body?: RequestOf<K>;
+  signal?: AbortSignal;
+}
 
 export interface ClientOptions {
   /** Unix socket of a local node. */
@@ -136,53 +151,163 @@ export class NodeClient {
     });
   }
 
-  node(signal?: AbortSignal): Promise<NodeInfo> {
-    return this.request('GET', '/v1/node', undefined, signal);
+  /**
+   * One call of a route in the contract. The answer is checked against the route's response
+   * schema: a node that answers outside the contract is an error here, never a surprise later.
+   */
+  async call<K extends RouteId>(id: K, args: CallArgs<K> = {}): Promise<ResponseOf<K>> {
+    const spec: RouteSpec = ROUTES[id];
+    let path = fillPath(spec.path, args.params ?? {});
+    const q = Object.entries(args.query ?? {}).filter((e): e is [string, string] => e[1] !== undefined);
+    if (q.length) path += `?${new URLSearchParams(q).toString()}`;
+    const raw = await this.request<unknown>(spec.method, path, args.body, args.signal);
+    const r = spec.response.safeParse(raw);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      throw new BerthError(
+        'internal',
+        `the node's answer to ${id} does not match the contract (${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'})`,
+        'the node and this client are different versions; upgrade the older one',
+      );
+    }
+    return r.data as ResponseOf<K>;
   }
 
-  createEnv(req: CreateEnvRequest, signal?: AbortSignal): Promise<EnvInfo> {
-    return this.request('POST', '/v1/envs', req, signal);
+  node(signal?: AbortSignal): Promise<NodeInfo> {
+    return this.call('nodeInfo', { signal });
+  }
+
+  createEnv(req: CreateEnvRequest, signal?: AbortSignal): Promise<CreatedEnv> {
+    return this.call('createEnv', { body: req, signal });
   }
 
   async listEnvs(signal?: AbortSignal): Promise<EnvInfo[]> {
-    return (await this.request<{ envs: EnvInfo[] }>('GET', '/v1/envs', undefined, signal)).envs;
+    return (await this.call('listEnvs', { signal })).envs;
   }
 
   getEnv(name: string, signal?: AbortSignal): Promise<EnvInfo> {
-    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}`, undefined, signal);
+    return this.call('getEnv', { params: { name }, signal });
   }
 
   /** Removes an environment; its work is snapshotted first unless `discard`. */
   removeEnv(name: string, opts: { discard?: boolean } = {}, signal?: AbortSignal): Promise<{ removed: string; snapshot: string | null }> {
-    return this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}${opts.discard ? '?discard=1' : ''}`, undefined, signal);
+    return this.call('removeEnv', { params: { name }, query: { discard: opts.discard ? '1' : undefined }, signal });
   }
 
-  pause(name: string): Promise<EnvInfo> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/pause`);
+  pause(name: string, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.call('pause', { params: { name }, signal });
   }
 
-  resume(name: string): Promise<EnvInfo> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/resume`);
+  resume(name: string, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.call('resume', { params: { name }, signal });
   }
 
-  identity(name: string): Promise<IdentityInfo> {
-    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}/identity`);
+  identity(name: string, signal?: AbortSignal): Promise<IdentityInfo> {
+    return this.call('identity', { params: { name }, signal });
   }
 
-  snap(name: string, req: SnapRequest = {}): Promise<SnapshotInfo> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/snapshots`, req);
+  snap(name: string, req: SnapRequest = {}, signal?: AbortSignal): Promise<SnapshotInfo> {
+    return this.call('snap', { params: { name }, body: req, signal });
   }
 
-  restore(name: string, snapshot: string): Promise<{ restored: string; files: number }> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/restore`, { snapshot });
+  restore(name: string, snapshot: string, signal?: AbortSignal): Promise<{ restored: string; files: number }> {
+    return this.call('restore', { params: { name }, body: { snapshot }, signal });
   }
 
-  async snapshots(): Promise<SnapshotInfo[]> {
-    return (await this.request<{ snapshots: SnapshotInfo[] }>('GET', '/v1/snapshots')).snapshots;
+  async snapshots(signal?: AbortSignal): Promise<SnapshotInfo[]> {
+    return (await this.call('listSnapshots', { signal })).snapshots;
   }
 
-  gc(): Promise<{ kept: number; removed: number; freedBytes: number; tmpRemoved: number }> {
-    return this.request('POST', '/v1/gc');
+  gc(signal?: AbortSignal): Promise<GcResult> {
+    return this.call('gc', { signal });
+  }
+
+  async tokens(signal?: AbortSignal): Promise<TokenInfo[]> {
+    return (await this.call('listTokens', { signal })).tokens;
+  }
+
+  createToken(req: TokenCreateRequest, signal?: AbortSignal): Promise<TokenCreated> {
+    return this.call('createToken', { body: req, signal });
+  }
+
+  removeToken(id: string, signal?: AbortSignal): Promise<{ removed: string }> {
+    return this.call('removeToken', { params: { token: id }, signal });
+  }
+
+  /**
+   * The node's events as they happen, from after `since` (an event id) when given, so a
+   * subscriber that reconnects misses nothing. Ends when `signal` aborts.
+   */
+  async *events(opts: { env?: string; since?: number; signal?: AbortSignal } = {}): AsyncGenerator<BerthEvent> {
+    let last = opts.since;
+    for (;;) {
+      const q = new URLSearchParams();
+      if (opts.env) q.set('env', opts.env);
+      if (last !== undefined) q.set('since', String(last));
+      const res = await this.open('GET', `${ROUTES.events.path}?${q.toString()}`, opts.signal);
+      let buf = '';
+      let ended = false;
+      try {
+        for await (const chunk of res) {
+          buf += (chunk as Buffer).toString('utf8');
+          for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const data = block
+              .split('\n')
+              .filter((l) => l.startsWith('data:'))
+              .map((l) => l.slice(5).trimStart())
+              .join('\n');
+            if (!data) continue;
+            const e = BerthEvent.parse(JSON.parse(data));
+            last = e.id;
+            yield e;
+          }
+        }
+        ended = true;
+      } catch (err) {
+        if (opts.signal?.aborted) return;
+        if (!(err instanceof Error) || !/aborted|ECONNRESET|socket hang up/.test(err.message)) throw err;
+      }
+      if (opts.signal?.aborted) return;
+      // The node went away (a restart): connect again from the last event seen.
+      if (ended) await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** A streamed answer (server-sent events), after checking its status. */
+  private open(method: string, path: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const headers: Record<string, string> = { accept: 'text/event-stream' };
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    const base = this.o.url ? new URL(this.o.url) : undefined;
+    return new Promise((resolve, reject) => {
+      const req = this.mod.request(
+        {
+          agent: this.agent,
+          method,
+          path,
+          headers,
+          signal,
+          ...(base ? { host: base.hostname, port: Number(base.port) } : { socketPath: this.o.socketPath }),
+        },
+        (res) => {
+          if ((res.statusCode ?? 500) < 400) return resolve(res);
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            try {
+              reject(
+                BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode),
+              );
+            } catch {
+              reject(new BerthError('internal', `node answered HTTP ${res.statusCode}`));
+            }
+          });
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => reject(err.name === 'AbortError' ? err : unreachable(this.target, err)));
+      req.end();
+    });
   }
 
   /** Raw bytes (blobs, manifests). */
@@ -237,7 +362,7 @@ export class NodeClient {
   }
 
   async missingBlobs(hashes: string[]): Promise<string[]> {
-    return (await this.request<{ missing: string[] }>('POST', '/v1/blobs/missing', { hashes })).missing;
+    return (await this.call('missingBlobs', { body: { hashes } })).missing;
   }
 
   getBlob(hash: string): Promise<Buffer> {
@@ -253,12 +378,12 @@ export class NodeClient {
   }
 
   importSnapshot(req: SnapshotImport): Promise<SnapshotInfo> {
-    return this.request('POST', '/v1/snapshots/import', req);
+    return this.call('importSnapshot', { body: req });
   }
 
   /** Applies a pushed snapshot; a conflict comes back as an error with code `conflict`. */
   apply(name: string, req: { snapshot: string; since: string }): Promise<ApplyResult> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/apply`, req);
+    return this.call('apply', { params: { name }, body: req });
   }
 
   /** A raw TCP stream to a port inside the environment. */
@@ -266,43 +391,42 @@ export class NodeClient {
     return this.socket(`/v1/envs/${encodeURIComponent(name)}/connect/${port}`);
   }
 
-  setPool(req: PoolRequest): Promise<PoolInfo> {
-    return this.request('PUT', '/v1/pools', req);
+  setPool(req: PoolRequest, signal?: AbortSignal): Promise<PoolInfo> {
+    return this.call('setPool', { body: req, signal });
   }
 
-  async pools(): Promise<PoolInfo[]> {
-    return (await this.request<{ pools: PoolInfo[] }>('GET', '/v1/pools')).pools;
+  async pools(signal?: AbortSignal): Promise<PoolInfo[]> {
+    return (await this.call('listPools', { signal })).pools;
   }
 
   /** One round trip; output is buffered (up to 16 MiB per command). */
   exec(name: string, req: ExecRequest, signal?: AbortSignal): Promise<ExecResult> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/exec`, req, signal);
+    return this.call('exec', { params: { name }, body: req, signal });
   }
 
-  describe(name: string, signal?: AbortSignal): Promise<Record<string, unknown>> {
-    return this.request('GET', `/v1/envs/${encodeURIComponent(name)}/describe`, undefined, signal);
+  describe(name: string, signal?: AbortSignal): Promise<DescribeResult> {
+    return this.call('describe', { params: { name }, signal });
   }
 
   /** Many commands, one round trip. */
   batch(name: string, req: BatchRequest, signal?: AbortSignal): Promise<BatchResult> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/batch`, req, signal);
+    return this.call('batch', { params: { name }, body: req, signal });
   }
 
   startService(name: string, req: ServiceStartRequest, signal?: AbortSignal): Promise<ServiceInfo> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/services`, req, signal);
+    return this.call('startService', { params: { name }, body: req, signal });
   }
 
   stopService(name: string, service: string, signal?: AbortSignal): Promise<ServiceInfo> {
-    return this.request('DELETE', `/v1/envs/${encodeURIComponent(name)}/services/${encodeURIComponent(service)}`, undefined, signal);
+    return this.call('stopService', { params: { name, service }, signal });
   }
 
   async services(name: string, signal?: AbortSignal): Promise<ServiceInfo[]> {
-    return (await this.request<{ services: ServiceInfo[] }>('GET', `/v1/envs/${encodeURIComponent(name)}/services`, undefined, signal))
-      .services;
+    return (await this.call('listServices', { params: { name }, signal })).services;
   }
 
   verify(name: string, req: VerifyRequest, signal?: AbortSignal): Promise<VerifyResult> {
-    return this.request('POST', `/v1/envs/${encodeURIComponent(name)}/verify`, req, signal);
+    return this.call('verify', { params: { name }, body: req, signal });
   }
 
   /** A WebSocket to the node, with auth. */
@@ -439,14 +563,16 @@ export class NodeClient {
       ws.on('message', (data, isBinary) => {
         const buf = data as Buffer;
         if (isBinary) {
-          if (buf[0] === 1) sink.stdout(buf.subarray(1));
-          else if (buf[0] === 2) sink.stderr(buf.subarray(1));
+          const m = untag(buf);
+          if (m?.tag === EXEC_TAG.stdout) sink.stdout(m.payload);
+          else if (m?.tag === EXEC_TAG.stderr) sink.stderr(m.payload);
           return;
         }
-        const msg = JSON.parse(buf.toString('utf8')) as { exit?: ExecStreamResult; error?: unknown };
         settled = true;
-        if (msg.exit) resolve(msg.exit);
-        else reject(BerthError.fromWire(msg.error));
+        const end = ExecEnd.safeParse(JSON.parse(buf.toString('utf8')));
+        if (!end.success) reject(new BerthError('internal', 'the node ended the command with a message outside the contract'));
+        else if ('exit' in end.data) resolve(end.data.exit);
+        else reject(BerthError.fromWire(end.data.error));
       });
       ws.on('unexpected-response', (_req, res) => {
         const chunks: Buffer[] = [];
@@ -481,14 +607,14 @@ export class NodeClient {
     );
     let holding = false;
     return {
-      writeStdin: (c) => sendOrQueue(Buffer.concat([Buffer.of(0), c])),
+      writeStdin: (c) => sendOrQueue(tagged(EXEC_TAG.stdin, c)),
       feed: (c, source) => {
-        sendOrQueue(Buffer.concat([Buffer.of(0), c]));
-        if (holding || buffered() <= 8 << 20) return;
+        sendOrQueue(tagged(EXEC_TAG.stdin, c));
+        if (holding || buffered() <= FLOW.highWater) return;
         holding = true;
         source.pause();
         const timer = setInterval(() => {
-          if (!ended && buffered() >= 1 << 20) return;
+          if (!ended && buffered() >= FLOW.lowWater) return;
           clearInterval(timer);
           holding = false;
           source.resume();
@@ -497,8 +623,8 @@ export class NodeClient {
       buffered,
       pauseOutput: () => ws.pause(),
       resumeOutput: () => ws.resume(),
-      endStdin: () => sendOrQueue(Buffer.of(1)),
-      kill: (sig = 'SIGTERM') => sendOrQueue(Buffer.concat([Buffer.of(2), Buffer.from(sig)])),
+      endStdin: () => sendOrQueue(tagged(EXEC_TAG.stdinEnd)),
+      kill: (sig = 'SIGTERM') => sendOrQueue(tagged(EXEC_TAG.signal, sig)),
       wait: () => done,
     };
   }

@@ -16,6 +16,7 @@ export const ERROR_TABLE = {
   interrupted: { exit: 11, http: 503 },
   not_running: { exit: 12, http: 409 },
   unauthorized: { exit: 13, http: 401 },
+  forbidden: { exit: 23, http: 403 },
   too_large: { exit: 14, http: 413 },
   port_in_use: { exit: 16, http: 409 },
   not_verified: { exit: 17, http: 200 },

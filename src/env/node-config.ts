@@ -26,6 +26,11 @@ export interface NodeConfig {
   defaultLimits: Limits;
   ulimits: Array<{ name: string; soft: number; hard: number }>;
   networkName: string;
+  /**
+   * Directories whose git repositories an agent's token may name by path
+   * (BERTH_AGENT_REPO_ROOTS, colon-separated). Agent tokens may always name a URL.
+   */
+  agentRepoRoots: string[];
 }
 
 export function berthHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -55,6 +60,10 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
       { name: 'nproc', ...withinHard('Max processes', 4096) },
     ],
     networkName: env.BERTH_NETWORK ?? 'berth',
+    agentRepoRoots: (env.BERTH_AGENT_REPO_ROOTS ?? '')
+      .split(':')
+      .filter(Boolean)
+      .map((p) => resolve(p)),
   };
 }
 

@@ -92,6 +92,7 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
     bytes: captured.bytes,
     reason: opts.reason ?? 'snap',
     created_at: new Date().toISOString(),
+    agent: row.agent,
   };
   manager.db.insertSnapshot(rec);
   manager.events.emit({

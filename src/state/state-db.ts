@@ -44,6 +44,8 @@ export interface SnapshotRow {
   bytes: number;
   reason: string;
   created_at: string;
+  /** The agent label of the environment it was taken from (what an agent's token may fork). */
+  agent?: string | null;
 }
 
 export interface PoolRow {
@@ -122,6 +124,7 @@ const MIGRATIONS: string[] = [
      expires_at TEXT,
      last_used_at TEXT
    );
+   ALTER TABLE snapshots ADD COLUMN agent TEXT;
    CREATE TABLE events (
      id INTEGER PRIMARY KEY,
      at TEXT NOT NULL,
@@ -261,11 +264,11 @@ export class StateDb {
   insertSnapshot(s: SnapshotRow): void {
     this.db
       .prepare(
-        `INSERT INTO snapshots (id, env, base, repo, toolchain, cache_keys, files, bytes, reason, created_at)
-         VALUES (@id, @env, @base, @repo, @toolchain, @cache_keys, @files, @bytes, @reason, @created_at)
-         ON CONFLICT(id) DO UPDATE SET created_at = excluded.created_at, env = excluded.env, reason = excluded.reason`,
+        `INSERT INTO snapshots (id, env, base, repo, toolchain, cache_keys, files, bytes, reason, created_at, agent)
+         VALUES (@id, @env, @base, @repo, @toolchain, @cache_keys, @files, @bytes, @reason, @created_at, @agent)
+         ON CONFLICT(id) DO UPDATE SET created_at = excluded.created_at, env = excluded.env, reason = excluded.reason, agent = excluded.agent`,
       )
-      .run({ ...s, cache_keys: JSON.stringify(s.cache_keys) });
+      .run({ agent: null, ...s, cache_keys: JSON.stringify(s.cache_keys) });
   }
 
   snapshot(id: string): SnapshotRow | undefined {
