@@ -1,6 +1,7 @@
 // Lint: strict type-aware rules, and the layer rules that keep the architecture visible.
 // Layers, each depending only on those before it:
-//   core -> engine, state -> workspace, toolchain -> agent -> env -> node -> client -> cli
+//   core -> engine, state -> workspace, toolchain -> agent -> env -> node -> client -> sdk -> cli, mcp
+// The agent may take types from core (`import type`, erased when compiled): it is mounted alone.
 import tseslint from 'typescript-eslint';
 
 const layer = (files, forbidden, why) => ({
@@ -59,20 +60,77 @@ export default tseslint.config(
   ),
   layer(
     ['src/workspace/**', 'src/toolchain/**'],
-    ['agent', 'env', 'node', 'client', 'cli'],
+    ['agent', 'env', 'node', 'client', 'sdk', 'mcp', 'cli'],
     'workspace and toolchain sit below the environment manager',
   ),
+  {
+    files: ['src/agent/**'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/core/*', '../core/*'],
+              allowTypeImports: true,
+              message: 'the agent is mounted alone into environments: from core it takes types only (import type)',
+            },
+            {
+              group: ['engine', 'state', 'workspace', 'toolchain', 'env', 'node', 'client', 'sdk', 'mcp', 'cli'].flatMap((g) => [
+                `**/${g}/*`,
+                `../${g}/*`,
+              ]),
+              message: 'the agent is mounted alone into environments: node built-ins only',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  layer(['src/env/**'], ['node', 'client', 'sdk', 'mcp', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
+  layer(['src/node/**'], ['client', 'sdk', 'mcp', 'cli'], 'the daemon knows nothing of its clients'),
   layer(
-    ['src/agent/**'],
-    ['core', 'engine', 'state', 'workspace', 'toolchain', 'env', 'node', 'client', 'cli'],
-    'the agent is mounted alone into environments: node built-ins only',
+    ['src/remote/**'],
+    ['env', 'node', 'client', 'sdk', 'mcp', 'cli'],
+    'node-to-node transfer sits beside the workspace and toolchain layers',
   ),
-  layer(['src/env/**'], ['node', 'client', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
-  layer(['src/node/**'], ['client', 'cli'], 'the daemon knows nothing of its clients'),
-  layer(['src/remote/**'], ['env', 'node', 'client', 'cli'], 'node-to-node transfer sits beside the workspace and toolchain layers'),
   layer(
     ['src/client/**'],
-    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'cli'],
+    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'sdk', 'mcp', 'cli'],
     'the client speaks only the wire schema in core',
   ),
+  layer(
+    ['src/sdk/**'],
+    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'mcp', 'cli'],
+    'the SDK reaches the node only through the one client',
+  ),
+  layer(
+    ['src/mcp/**'],
+    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'cli'],
+    'the MCP server reaches the node only through the SDK and the one client',
+  ),
+  // Surfaces reach the node only through the one client (and the SDK over it). The three files
+  // excepted still hold orchestration that is moving into the SDK and the daemon: the daemon
+  // started in the foreground (`up`), toolchain build and transfer, and `enter`.
+  {
+    files: ['src/cli/**'],
+    ignores: ['src/cli/commands/up.ts', 'src/cli/commands/toolchain.ts', 'src/cli/commands/remote.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote'].flatMap((g) => [
+                `**/${g}/*`,
+                `../${g}/*`,
+                `../../${g}/*`,
+              ]),
+              message: 'the CLI reaches the node only through the SDK and the one client',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );

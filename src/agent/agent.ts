@@ -9,6 +9,7 @@ import { readFile, writeFile, rename, stat } from 'node:fs/promises';
 import type { OpContext, StreamHooks, ControlMessage } from './context.js';
 import { runConnect } from './connect-op.js';
 import { describe, toolVersions } from './describe-op.js';
+import { listDir } from './files-op.js';
 import { runBatch, runExec } from './exec-op.js';
 import { resolveInside } from './paths.js';
 import { httpProbe } from './probes.js';
@@ -169,6 +170,12 @@ async function handle(ctx: OpContext, op: AgentOp): Promise<void> {
       return logs(ctx, op);
     case 'describe':
       return ctx.respond({ ok: true, describe: await describe(services.list()) });
+    case 'listDir':
+      try {
+        return ctx.respond({ ok: true, entries: await listDir(resolveInside(op.path)) });
+      } catch (err) {
+        return fsFail(ctx, err, op.path);
+      }
     case 'probe.http':
       if (!Number.isInteger(op.port) || op.port < 1 || op.port > 65535) return ctx.fail('invalid_request', 'port must be 1-65535');
       return ctx.respond({ ok: true, probe: await httpProbe(op.port, op.path || '/', op.timeoutMs ?? 10_000) });

@@ -3,6 +3,18 @@
 //
 // A frame is: u32 length of what follows | u8 kind | u32 stream id | payload.
 
+// The wire types the node and the agent share are in core; the agent takes them as types only
+// (erased when compiled), so it stays a standalone program.
+import type {
+  AgentStepResult as BatchStepResult,
+  ProbeEvidence as ProbeResult,
+  Readiness,
+  ServiceInfo as ServiceStatus,
+  ServiceState,
+} from '../core/api.js';
+
+export type { BatchStepResult, ProbeResult, Readiness, ServiceState, ServiceStatus };
+
 export const Kind = {
   Request: 1, // JSON, daemon -> agent: opens stream `id`
   Stdin: 2, // bytes, daemon -> agent
@@ -101,8 +113,6 @@ export interface ConnectOp {
   op: 'connect';
   port: number;
 }
-export type Readiness =
-  { kind: 'tcp'; port: number } | { kind: 'http'; port: number; path: string; status?: number } | { kind: 'cmd'; command: string };
 export interface ServiceSpec {
   name: string;
   argv: string[];
@@ -138,6 +148,17 @@ export interface LogsOp {
 export interface DescribeOp {
   op: 'describe';
 }
+export interface ListDirOp {
+  op: 'listDir';
+  path: string;
+}
+export interface DirEntry {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtime: string;
+}
 export interface HttpProbeOp {
   op: 'probe.http';
   port: number;
@@ -158,6 +179,7 @@ export type AgentOp =
   | ServiceCheckOp
   | LogsOp
   | DescribeOp
+  | ListDirOp
   | HttpProbeOp;
 
 export interface AgentErrorBody {
@@ -173,42 +195,6 @@ export interface ExecDone {
   runMs: number;
 }
 
-export interface BatchStepResult extends ExecDone {
-  stdout: string; // base64
-  stderr: string; // base64
-  truncated: boolean;
-  error?: AgentErrorBody;
-}
-
-export type ServiceState = 'starting' | 'ready' | 'failed' | 'exited' | 'restarting' | 'stopped';
-
-export interface ServiceStatus {
-  name: string;
-  state: ServiceState;
-  pid: number | null;
-  argv: string[];
-  ready: Readiness | null;
-  restart: 'no' | 'on-failure' | 'always';
-  restarts: number;
-  startedAt: string | null;
-  readyAt: string | null;
-  /** Milliseconds from start to the first passing readiness check. */
-  readyMs: number | null;
-  exitCode: number | null;
-  reason: string | null;
-  logTail: string | null;
-  ports: number[];
-  check?: ProbeResult;
-}
-
-export interface ProbeResult {
-  ok: boolean;
-  detail: string;
-  status?: number;
-  bodyExcerpt?: string;
-  ms: number;
-}
-
 export interface AgentResponse {
   ok: boolean;
   error?: AgentErrorBody;
@@ -221,6 +207,7 @@ export interface AgentResponse {
   services?: ServiceStatus[];
   describe?: Record<string, unknown>;
   probe?: ProbeResult;
+  entries?: DirEntry[];
 }
 
 export const AGENT_VERSION = '2';

@@ -5,8 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
-import { berthHome } from '../env/node-config.js';
-import { loadNodes } from './nodes.js';
+import { berthHome } from '../core/home.js';
+import { loadNodes } from '../sdk/nodes.js';
 
 const DEFAULTS: Record<string, string> = { human: 'local', agent: 'local', ci: 'local' };
 

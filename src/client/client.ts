@@ -361,6 +361,22 @@ export class NodeClient {
     return JSON.parse(out.toString('utf8')) as { dir: string };
   }
 
+  /** A file inside the environment, whole. */
+  readFile(name: string, path: string): Promise<Buffer> {
+    return this.raw('GET', `${fillPath(ROUTES.readFile.path, { name })}?${new URLSearchParams({ path }).toString()}`);
+  }
+
+  /** Writes a file inside the environment (its parent directories are made). */
+  async writeFile(name: string, path: string, data: Buffer, mode?: number): Promise<{ path: string; bytes: number }> {
+    const q = new URLSearchParams({ path, ...(mode !== undefined ? { mode: mode.toString(8) } : {}) });
+    const out = await this.raw('PUT', `${fillPath(ROUTES.writeFile.path, { name })}?${q.toString()}`, data);
+    return ROUTES.writeFile.response.parse(JSON.parse(out.toString('utf8')));
+  }
+
+  listFiles(name: string, path: string, signal?: AbortSignal): Promise<ResponseOf<'listFiles'>> {
+    return this.call('listFiles', { params: { name }, query: { path }, signal });
+  }
+
   async missingBlobs(hashes: string[]): Promise<string[]> {
     return (await this.call('missingBlobs', { body: { hashes } })).missing;
   }

@@ -85,6 +85,13 @@ const Pools = z.object({ pools: z.array(PoolInfo) });
 const Services = z.object({ services: z.array(ServiceInfo) });
 const PtySession = z.object({ id: z.string(), env: z.string(), argv: z.array(z.string()), startedAt: z.string(), watchers: z.number() });
 const Flag = z.enum(['0', '1']);
+const DirEntry = z.object({
+  name: z.string(),
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size: z.number(),
+  mode: z.number(),
+  mtime: z.string(),
+});
 
 /** The first message of each WebSocket route, client to node, where it has one. */
 export const ExecStreamRequest = ExecRequest.extend({
@@ -225,6 +232,39 @@ export const ROUTES = {
     summary: 'a tar unpacked by the engine into a directory of the environment',
     query: z.object({ path: z.string().max(4096) }),
     response: z.object({ dir: z.string() }),
+  },
+  readFile: {
+    method: 'GET',
+    path: '/v1/envs/{name}/files',
+    kind: 'bytes',
+    access: 'env-write',
+    summary: 'a file inside the environment (at most 32 MiB)',
+    query: z.object({ path: z.string().min(1).max(4096) }),
+    response: z.instanceof(Uint8Array),
+  },
+  writeFile: {
+    method: 'PUT',
+    path: '/v1/envs/{name}/files',
+    kind: 'upload',
+    access: 'env-write',
+    summary: 'write a file inside the environment (at most 32 MiB; parents are made)',
+    query: z.object({
+      path: z.string().min(1).max(4096),
+      mode: z
+        .string()
+        .regex(/^[0-7]{3,4}$/)
+        .optional(),
+    }),
+    response: z.object({ path: z.string(), bytes: z.number() }),
+  },
+  listFiles: {
+    method: 'GET',
+    path: '/v1/envs/{name}/files/list',
+    kind: 'json',
+    access: 'env-write',
+    summary: 'a directory inside the environment',
+    query: z.object({ path: z.string().min(1).max(4096) }),
+    response: z.object({ path: z.string(), entries: z.array(DirEntry) }),
   },
   listServices: {
     method: 'GET',

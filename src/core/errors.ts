@@ -68,11 +68,55 @@ export class BerthError extends Error {
     if (wire && typeof wire === 'object') {
       const w = wire as Record<string, unknown>;
       if (isErrorCode(w.code) && typeof w.message === 'string') {
-        return new BerthError(w.code, w.message, typeof w.hint === 'string' ? w.hint : undefined);
+        return typedError(w.code, w.message, typeof w.hint === 'string' ? w.hint : undefined);
       }
     }
     return new BerthError('internal', `unexpected error response${fallbackStatus ? ` (HTTP ${fallbackStatus})` : ''}`);
   }
+}
+
+// Typed errors, so callers can `catch (e) { if (e instanceof NotFoundError) … }`. Each keeps
+// its stable code; the table below is the one place that maps codes to classes.
+export class UsageError extends BerthError {}
+export class InvalidRequestError extends BerthError {}
+export class NotFoundError extends BerthError {}
+export class ConflictError extends BerthError {}
+export class UnauthorizedError extends BerthError {}
+export class ForbiddenError extends BerthError {}
+export class NotRunningError extends BerthError {}
+export class UnavailableError extends BerthError {}
+export class TimeoutError extends BerthError {}
+export class TooLargeError extends BerthError {}
+export class CorruptError extends BerthError {}
+
+const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
+  usage: UsageError,
+  invalid_name: InvalidRequestError,
+  invalid_request: InvalidRequestError,
+  not_found: NotFoundError,
+  repo_not_found: NotFoundError,
+  ref_not_found: NotFoundError,
+  image_missing: NotFoundError,
+  already_exists: ConflictError,
+  conflict: ConflictError,
+  port_in_use: ConflictError,
+  unauthorized: UnauthorizedError,
+  forbidden: ForbiddenError,
+  not_running: NotRunningError,
+  engine_unavailable: UnavailableError,
+  daemon_unreachable: UnavailableError,
+  interrupted: UnavailableError,
+  timeout: TimeoutError,
+  too_large: TooLargeError,
+  corrupt: CorruptError,
+};
+
+/** The error of its code's class (a plain BerthError for codes without one). */
+export function typedError(code: ErrorCode, message: string, hint?: string): BerthError {
+  const Cls = CLASS_OF[code] ?? BerthError;
+  const e = new Cls(code, message, hint);
+  e.name = Cls.name;
+  return e;
 }
 
 export interface WireError {

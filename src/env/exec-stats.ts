@@ -1,16 +1,9 @@
 // Every command's overhead, kept per environment: the latency budget made visible.
-import type { ExecTiming } from '../core/api.js';
+import type { ExecTiming, TimingSummary } from '../core/api.js';
+
+export type { TimingSummary };
 
 const WINDOW = 256;
-
-export interface TimingSummary {
-  commands: number;
-  window: number;
-  p50: ExecTiming | null;
-  p99: ExecTiming | null;
-  /** Overhead berth adds to a command (queue + transport + spawn), p50 and p99, in ms. */
-  overheadMs: { p50: number; p99: number } | null;
-}
 
 export class ExecStats {
   private readonly byEnv = new Map<string, { total: number; recent: ExecTiming[] }>();

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Limits as LimitsSchema, type Limits } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
+import { berthHome } from '../core/home.js';
 import { cacheDir } from '../toolchain/base-image.js';
 
 export interface NodeConfig {
@@ -33,9 +34,7 @@ export interface NodeConfig {
   agentRepoRoots: string[];
 }
 
-export function berthHome(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.BERTH_HOME ?? join(env.HOME ?? '/root', '.berth'));
-}
+export { berthHome };
 
 export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   const home = berthHome(env);

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { sha256Hex } from '../core/canonical-json.js';
 import { BerthError } from '../core/errors.js';
+import { isRemoteRepo } from '../core/repo.js';
 
 export interface ResolvedRepo {
   /** What the user gave, normalized: an absolute path or a URL. */
@@ -73,9 +74,7 @@ function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
   return next;
 }
 
-export function isRemoteRepo(repo: string): boolean {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\s]+@[^:\s]+:/.test(repo);
-}
+export { isRemoteRepo };
 
 export function mirrorPath(cacheRoot: string, repo: string): string {
   const normalized = isRemoteRepo(repo) ? repo : resolve(repo);

@@ -4,7 +4,7 @@ import { parseReadiness } from '../../core/readiness.js';
 import { BerthError, ERROR_TABLE } from '../../core/errors.js';
 import type { ServiceInfo, VerifyResult } from '../../core/api.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
-import { target } from '../nodes.js';
+import { target } from '../../sdk/nodes.js';
 import { printJson, table } from '../output.js';
 
 export async function cmdService(argv: string[]): Promise<number> {

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
 import { BerthError } from '../../core/errors.js';
-import { berthHome } from '../../env/node-config.js';
+import { berthHome } from '../../core/home.js';
 import { bool, parseArgs } from '../args.js';
-import { connectLocal } from '../connect.js';
-import { clientFor, loadNodes, target } from '../nodes.js';
+import { connectLocal } from '../../sdk/connect.js';
+import { clientFor, loadNodes, target } from '../../sdk/nodes.js';
 
 const { Server } = ssh2;
 /** Where Debian's openssh-sftp-server (in the default toolchain) puts the SFTP server. */

@@ -1,11 +1,11 @@
 // pause, resume, id, snap, fork, restore, snapshots, gc, pool.
-import { isRemoteRepo } from '../../workspace/git.js';
+import { isRemoteRepo } from '../../core/repo.js';
 import { resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
 import { encodeIdentity, identityHash, type Identity } from '../../core/identity.js';
 import { bool, flag, parseArgs } from '../args.js';
-import { connectLocal } from '../connect.js';
-import { target } from '../nodes.js';
+import { connectLocal } from '../../sdk/connect.js';
+import { target } from '../../sdk/nodes.js';
 import { printJson, table } from '../output.js';
 
 export async function cmdPause(argv: string[]): Promise<number> {

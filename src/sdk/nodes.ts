@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
 import { validateEnvName } from '../core/names.js';
 import { NodeClient } from '../client/client.js';
-import { berthHome } from '../env/node-config.js';
+import { berthHome } from '../core/home.js';
 import { connectLocal } from './connect.js';
 
 export interface NodeEntry {

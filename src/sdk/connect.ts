@@ -1,4 +1,4 @@
-// Reaching the local node from the CLI, starting a daemon when none is running.
+// Reaching the local node, starting a daemon when none is running.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -6,13 +6,13 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BerthError, ERROR_TABLE, type ErrorCode } from '../core/errors.js';
 import { NodeClient } from '../client/client.js';
-import { berthHome } from '../env/node-config.js';
+import { berthHome, localSocketPath } from '../core/home.js';
 
 export function localSocket(): string {
-  return join(berthHome(), 'berth.sock');
+  return localSocketPath();
 }
 
-export async function connectLocal(opts: { autostart: boolean }): Promise<NodeClient> {
+export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }): Promise<NodeClient> {
   const socketPath = localSocket();
   const client = new NodeClient({ socketPath });
   try {
@@ -32,10 +32,10 @@ export async function connectLocal(opts: { autostart: boolean }): Promise<NodeCl
   mkdirSync(home, { recursive: true });
   const logPath = join(home, 'daemon.log');
   const out = openSync(logPath, 'a');
-  const bin = resolve(fileURLToPath(import.meta.url), '..', 'main.js');
+  const bin = resolve(fileURLToPath(import.meta.url), '..', '..', 'cli', 'main.js');
   const child = spawn(process.execPath, [bin, 'daemon'], { detached: true, stdio: ['ignore', out, out], env: process.env });
   child.unref();
-  process.stderr.write(`berth: no daemon was running; started one (pid ${child.pid}, log ${logPath})\n`);
+  if (!opts.quiet) process.stderr.write(`berth: no daemon was running; started one (pid ${child.pid}, log ${logPath})\n`);
   let exited: number | null = null;
   child.once('exit', (code) => (exited = code ?? 1));
   for (let i = 0; i < 600; i++) {

@@ -1,0 +1,151 @@
+// The TypeScript SDK: `import { Berth } from 'berth'`. A thin layer over the one client of the
+// node API, with the verbs of the CLI.
+import { NodeClient } from '../client/client.js';
+import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode, PoolInfo, PoolRequest, SnapshotInfo } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
+import type { BerthEvent } from '../core/events.js';
+import type { TokenCreated, TokenInfo } from '../core/tokens.js';
+import { localSocketPath } from '../core/home.js';
+import { connectLocal } from './connect.js';
+import { clientFor } from './nodes.js';
+import { Environment } from './environment.js';
+
+export interface ConnectOptions {
+  /** A remote node: http(s)://HOST:PORT (or tcp:// / tls://), with its token. */
+  url?: string;
+  token?: string;
+  /** PEM certificate(s) to trust for an https node. */
+  ca?: string | Buffer;
+  /** The local node's unix socket (default: $BERTH_HOME/berth.sock). */
+  socketPath?: string;
+  /** Start a local daemon when none answers (default true, unless BERTH_NO_AUTOSTART=1). */
+  autostart?: boolean;
+}
+
+export interface CreateOptions {
+  name: string;
+  repo?: string;
+  ref?: string;
+  toolchain?: string;
+  agent?: string;
+  task?: string;
+  network?: NetworkMode;
+  limits?: Partial<Limits>;
+  /** Trust the node's CA bundle (default true). */
+  trust?: boolean;
+  snapshot?: string;
+  identity?: string;
+  ttlSeconds?: number;
+  idleTtlSeconds?: number;
+  /** Never claim a pre-warmed environment. */
+  noPool?: boolean;
+  signal?: AbortSignal;
+}
+
+function tcpToHttp(url: string): string {
+  return url.replace(/^tcp:/, 'http:').replace(/^tls:/, 'https:');
+}
+
+export class Berth {
+  private readonly remotes = new Map<string, NodeClient>();
+
+  private constructor(
+    /** The one client of the node API this SDK talks through. */
+    readonly client: NodeClient,
+  ) {}
+
+  /** The local node (started when absent), or a remote one with `{ url, token, ca }`. */
+  static async connect(opts: ConnectOptions = {}): Promise<Berth> {
+    if (opts.url) {
+      const client = new NodeClient({ url: tcpToHttp(opts.url), token: opts.token, ca: opts.ca });
+      await client.node(AbortSignal.timeout(10_000));
+      return new Berth(client);
+    }
+    if (opts.socketPath && opts.socketPath !== localSocketPath()) {
+      const client = new NodeClient({ socketPath: opts.socketPath, token: opts.token });
+      await client.node(AbortSignal.timeout(10_000));
+      return new Berth(client);
+    }
+    const client = await connectLocal({ autostart: opts.autostart !== false, quiet: true });
+    return opts.token ? new Berth(new NodeClient({ socketPath: localSocketPath(), token: opts.token })) : new Berth(client);
+  }
+
+  /** A new environment (claimed from a warm pool when one matches). */
+  async create(opts: CreateOptions): Promise<Environment> {
+    const req: CreateEnvRequest = {
+      name: opts.name,
+      repo: opts.repo,
+      ref: opts.ref,
+      toolchain: opts.toolchain,
+      agent: opts.agent,
+      task: opts.task,
+      network: opts.network,
+      limits: opts.limits,
+      ...(opts.trust === false ? { inheritTrust: false } : {}),
+      snapshot: opts.snapshot,
+      identity: opts.identity,
+      ttlSeconds: opts.ttlSeconds,
+      idleTtlSeconds: opts.idleTtlSeconds,
+      noPool: opts.noPool,
+    };
+    const info = await this.client.createEnv(req, opts.signal);
+    return new Environment(this.client, info.name, info);
+  }
+
+  /** `ENV` on this node, or `NODE/ENV` on a node added with `berth node add`. */
+  async get(name: string, signal?: AbortSignal): Promise<Environment> {
+    const { client, env } = this.resolve(name);
+    return new Environment(client, env, await client.getEnv(env, signal));
+  }
+
+  list(signal?: AbortSignal): Promise<EnvInfo[]> {
+    return this.client.listEnvs(signal);
+  }
+
+  /** A new environment from a snapshot: the work, on the same commit and toolchain. */
+  async fork(snapshot: string | SnapshotInfo, name: string, opts: Omit<CreateOptions, 'name' | 'snapshot'> = {}): Promise<Environment> {
+    return this.create({ ...opts, name, snapshot: typeof snapshot === 'string' ? snapshot : snapshot.id });
+  }
+
+  snapshots(signal?: AbortSignal): Promise<SnapshotInfo[]> {
+    return this.client.snapshots(signal);
+  }
+
+  /** Live events, from after `since` when given; a dropped connection resumes where it was. */
+  events(opts: { env?: string; since?: number; signal?: AbortSignal } = {}): AsyncIterable<BerthEvent> {
+    return this.client.events(opts);
+  }
+
+  readonly pools = {
+    set: (req: PoolRequest): Promise<PoolInfo> => this.client.setPool(req),
+    list: (): Promise<PoolInfo[]> => this.client.pools(),
+  };
+
+  readonly tokens = {
+    create: (req: { agent: string; envs?: string[]; readOnly?: boolean; ttlSeconds?: number }): Promise<TokenCreated> =>
+      this.client.createToken(req),
+    list: (): Promise<TokenInfo[]> => this.client.tokens(),
+    remove: (id: string): Promise<{ removed: string }> => this.client.removeToken(id),
+  };
+
+  private resolve(name: string): { client: NodeClient; env: string } {
+    const slash = name.indexOf('/');
+    if (slash < 0) return { client: this.client, env: name };
+    const node = name.slice(0, slash);
+    const env = name.slice(slash + 1);
+    if (!node || !env || env.includes('/'))
+      throw new BerthError('invalid_name', `invalid environment name ${JSON.stringify(name)}`, 'use ENV or NODE/ENV');
+    let c = this.remotes.get(node);
+    if (!c) this.remotes.set(node, (c = clientFor(node)));
+    return { client: c, env };
+  }
+
+  close(): void {
+    this.client.close();
+    for (const c of this.remotes.values()) c.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,233 @@
+// One environment, as the SDK hands it out: commands, files, services, evidence and its
+// lifetime. Everything goes through the one client of the node API.
+import type { NodeClient } from '../client/client.js';
+import type { DescribeResult, EnvInfo, ExecTiming, Readiness, ServiceInfo, SnapshotInfo, VerifyResult } from '../core/api.js';
+import { BerthError } from '../core/errors.js';
+import { parseReadiness } from '../core/readiness.js';
+
+export interface ExecOptions {
+  timeoutMs?: number;
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Given to the command on its standard input. */
+  stdin?: string | Buffer;
+  signal?: AbortSignal;
+}
+
+export interface ExecOutcome {
+  exitCode: number;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  /** Output past 16 MiB was cut. */
+  truncated: boolean;
+  timing: ExecTiming;
+}
+
+/** A command that runs on: its output as it comes, its input, and its end. */
+export interface CommandHandle {
+  readonly stdout: AsyncIterable<Buffer>;
+  readonly stderr: AsyncIterable<Buffer>;
+  write(data: string | Buffer): void;
+  /** Closes the command's standard input. */
+  end(): void;
+  kill(signal?: string): void;
+  wait(): Promise<{ exitCode: number; signal: string | null; timedOut: boolean; timing: ExecTiming }>;
+}
+
+export interface ServiceOptions {
+  cmd?: string[];
+  /** `tcp:PORT`, `http:PORT/PATH` or `cmd:COMMAND`. */
+  ready?: string | Readiness;
+  readyTimeoutMs?: number;
+  restart?: 'no' | 'on-failure' | 'always';
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Wait until ready (the default) or return as soon as it starts. */
+  wait?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A queue of chunks read as an async iterable; ends when the producer says so. */
+class Chunks implements AsyncIterable<Buffer> {
+  private readonly queue: Buffer[] = [];
+  private waiting: ((r: IteratorResult<Buffer>) => void) | undefined;
+  private done = false;
+
+  push(c: Buffer): void {
+    if (this.waiting) {
+      const w = this.waiting;
+      this.waiting = undefined;
+      w({ value: c, done: false });
+    } else this.queue.push(c);
+  }
+
+  end(): void {
+    this.done = true;
+    this.waiting?.({ value: undefined, done: true });
+    this.waiting = undefined;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return {
+      next: () => {
+        const c = this.queue.shift();
+        if (c) return Promise.resolve({ value: c, done: false });
+        if (this.done) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => (this.waiting = resolve));
+      },
+    };
+  }
+}
+
+export class Environment implements AsyncDisposable {
+  constructor(
+    private readonly client: NodeClient,
+    /** The environment's name on its node. */
+    readonly name: string,
+    /** What the node said of it when it was handed out (see `refresh`). */
+    public info: EnvInfo,
+    private readonly onDispose?: () => void,
+  ) {}
+
+  /** Runs a command to its end; output is returned whole (16 MiB at most). */
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecOutcome> {
+    if (!Array.isArray(argv) || argv.length === 0) throw new BerthError('usage', 'exec needs a command, as a list of arguments');
+    const r = await this.client.exec(
+      this.name,
+      {
+        argv,
+        timeoutMs: opts.timeoutMs,
+        cwd: opts.cwd,
+        env: opts.env,
+        ...(opts.stdin !== undefined ? { stdin: Buffer.from(opts.stdin).toString('base64') } : {}),
+      },
+      opts.signal,
+    );
+    return {
+      exitCode: r.exitCode,
+      signal: r.signal,
+      timedOut: r.timedOut,
+      stdout: Buffer.from(r.stdout, 'base64').toString('utf8'),
+      stderr: Buffer.from(r.stderr, 'base64').toString('utf8'),
+      truncated: r.truncated,
+      timing: r.timing,
+    };
+  }
+
+  /** Starts a command and hands it back running: stream its output, write to it, stop it. */
+  spawn(argv: string[], opts: Omit<ExecOptions, 'stdin'> = {}): CommandHandle {
+    if (!Array.isArray(argv) || argv.length === 0) throw new BerthError('usage', 'spawn needs a command, as a list of arguments');
+    const stdout = new Chunks();
+    const stderr = new Chunks();
+    const h = this.client.execStream(
+      this.name,
+      { argv, timeoutMs: opts.timeoutMs, cwd: opts.cwd, env: opts.env, interactiveStdin: true },
+      { stdout: (c) => stdout.push(c), stderr: (c) => stderr.push(c) },
+    );
+    const done = h.wait().finally(() => {
+      stdout.end();
+      stderr.end();
+    });
+    done.catch(() => {});
+    const onAbort = (): void => h.kill('SIGKILL');
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    void done.finally(() => opts.signal?.removeEventListener('abort', onAbort)).catch(() => {});
+    return {
+      stdout,
+      stderr,
+      write: (d) => h.writeStdin(Buffer.from(d)),
+      end: () => h.endStdin(),
+      kill: (sig = 'SIGTERM') => h.kill(sig),
+      wait: () => done,
+    };
+  }
+
+  readonly files = {
+    read: async (path: string): Promise<string> => (await this.client.readFile(this.name, path)).toString('utf8'),
+    readBytes: (path: string): Promise<Buffer> => this.client.readFile(this.name, path),
+    write: (path: string, data: string | Buffer, opts: { mode?: number } = {}): Promise<{ path: string; bytes: number }> =>
+      this.client.writeFile(this.name, path, Buffer.from(data), opts.mode),
+    list: async (path = '/workspace') => (await this.client.listFiles(this.name, path)).entries,
+  };
+
+  readonly services = {
+    start: (name: string, opts: ServiceOptions = {}): Promise<ServiceInfo> =>
+      this.client.startService(
+        this.name,
+        {
+          name,
+          argv: opts.cmd,
+          ready: typeof opts.ready === 'string' ? parseReadiness(opts.ready) : opts.ready,
+          readyTimeoutMs: opts.readyTimeoutMs,
+          restart: opts.restart,
+          cwd: opts.cwd,
+          env: opts.env,
+          wait: opts.wait,
+        },
+        opts.signal,
+      ),
+    stop: (name: string): Promise<ServiceInfo> => this.client.stopService(this.name, name),
+    list: (): Promise<ServiceInfo[]> => this.client.services(this.name),
+    /** The tail of a service's log, and with `follow` what comes after, until `signal` aborts. */
+    logs: async (name: string, opts: { follow?: boolean; tailBytes?: number; signal?: AbortSignal; onData?: (c: Buffer) => void } = {}) => {
+      const chunks: Buffer[] = [];
+      const l = this.client.logs(this.name, name, { follow: opts.follow, tailBytes: opts.tailBytes }, (c) =>
+        opts.onData ? opts.onData(c) : chunks.push(c),
+      );
+      opts.signal?.addEventListener('abort', () => l.stop(), { once: true });
+      await l.done;
+      return Buffer.concat(chunks).toString('utf8');
+    },
+  };
+
+  verify(
+    req: { http?: string | string[]; screenshot?: string | string[]; test?: string[]; junit?: string },
+    signal?: AbortSignal,
+  ): Promise<VerifyResult> {
+    const list = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : Array.isArray(v) ? v : [v]);
+    return this.client.verify(
+      this.name,
+      { http: list(req.http), screenshot: list(req.screenshot), ...(req.test ? { test: { argv: req.test, junit: req.junit } } : {}) },
+      signal,
+    );
+  }
+
+  describe(signal?: AbortSignal): Promise<DescribeResult> {
+    return this.client.describe(this.name, signal);
+  }
+
+  async refresh(signal?: AbortSignal): Promise<EnvInfo> {
+    this.info = await this.client.getEnv(this.name, signal);
+    return this.info;
+  }
+
+  snapshot(opts: { artifacts?: string[] } = {}): Promise<SnapshotInfo> {
+    return this.client.snap(this.name, opts);
+  }
+
+  async pause(): Promise<EnvInfo> {
+    return (this.info = await this.client.pause(this.name));
+  }
+
+  async resume(): Promise<EnvInfo> {
+    return (this.info = await this.client.resume(this.name));
+  }
+
+  /** Removes the environment; its work is snapshotted first unless `discard`. */
+  async remove(opts: { discard?: boolean } = {}): Promise<{ snapshot: string | null }> {
+    const r = await this.client.removeEnv(this.name, opts);
+    this.onDispose?.();
+    return { snapshot: r.snapshot };
+  }
+
+  /** `await using env = …`: removed (snapshot first) when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.remove();
+    } catch (err) {
+      if (!(err instanceof BerthError && err.code === 'not_found')) throw err;
+    }
+  }
+}

@@ -1,0 +1,33 @@
+// The package's own export: `import { Berth } from 'berth'`.
+export { Berth, type ConnectOptions, type CreateOptions } from './berth.js';
+export { Environment, type CommandHandle, type ExecOptions, type ExecOutcome, type ServiceOptions } from './environment.js';
+export { NodeClient, type ClientOptions } from '../client/client.js';
+export {
+  BerthError,
+  ConflictError,
+  CorruptError,
+  ForbiddenError,
+  InvalidRequestError,
+  NotFoundError,
+  NotRunningError,
+  TimeoutError,
+  TooLargeError,
+  UnauthorizedError,
+  UnavailableError,
+  UsageError,
+  ERROR_TABLE,
+  type ErrorCode,
+} from '../core/errors.js';
+export type { BerthEvent, EventType } from '../core/events.js';
+export type {
+  DescribeResult,
+  EnvInfo,
+  ExecResult,
+  IdentityInfo,
+  NodeInfo,
+  PoolInfo,
+  ServiceInfo,
+  SnapshotInfo,
+  VerifyResult,
+} from '../core/api.js';
+export type { TokenCreated, TokenInfo } from '../core/tokens.js';
