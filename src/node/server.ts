@@ -305,6 +305,9 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
     for (const c of wss.clients) c.terminate();
   });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node hands an upgrade's socket over with no 'error' listener: a peer that resets it (before,
+    // during or after the handshake) ends that connection, never the node.
+    socket.on('error', () => socket.destroy());
     try {
       if (requireToken) authorize(req, o.token);
       const url = new URL(req.url ?? '/', 'http://berth');
@@ -315,6 +318,11 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
       const sub = m[3] ? decode(m[3]) : undefined;
       o.manager.get(name); // unknown environments get a 404 before the upgrade
       wss.handleUpgrade(req, socket, head, (ws) => {
+        // A malformed frame (unmasked, reserved opcode or RSV bits, bad UTF-8, a bad close frame,
+        // over maxPayload): ws has already closed this connection with the code that says why
+        // (1002, 1007, 1009) when it emits 'error'. Handled here, for every route, before any
+        // handler runs, it ends this connection only.
+        ws.on('error', () => {});
         if (kind === 'exec') execOverWebSocket(o, name, ws);
         else if (kind === 'logs' && sub) logsOverWebSocket(o, name, sub, url.searchParams, ws);
         else if (kind === 'connect' && sub) connectOverWebSocket(o, name, Number(sub), ws);
@@ -411,10 +419,11 @@ function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void 
     if (isBinary) return closeWith(ws, new BerthError('invalid_request', 'the first message must be the JSON exec request'));
     let req: ExecRequest & { interactiveStdin?: boolean };
     try {
-      const raw = JSON.parse(String(first)) as Record<string, unknown>;
-      const interactiveStdin = raw.interactiveStdin === true;
-      delete raw.interactiveStdin;
-      req = { ...parse(ExecRequest, raw), interactiveStdin };
+      const raw: unknown = JSON.parse(String(first));
+      if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+        throw new BerthError('invalid_request', 'exec request is not a JSON object');
+      const { interactiveStdin, ...rest } = raw as Record<string, unknown>;
+      req = { ...parse(ExecRequest, rest), interactiveStdin: interactiveStdin === true };
     } catch (err) {
       return closeWith(ws, err instanceof SyntaxError ? new BerthError('invalid_request', 'exec request is not JSON') : err);
     }
@@ -659,7 +668,10 @@ function capped(req: http.IncomingMessage, max: number): Readable {
       else cb(null, c);
     },
   });
-  req.on('error', (err) => counter.destroy(err));
+  req.on('error', () => counter.destroy(new BerthError('invalid_request', 'the upload was cut short')));
+  // The engine upload that reads this stream hears its errors; a request refused before its
+  // upload began has no reader, and an 'error' no one hears would end the daemon.
+  counter.on('error', () => {});
   return req.pipe(counter);
 }
 
