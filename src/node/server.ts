@@ -710,9 +710,20 @@ function send(res: http.ServerResponse, r: Reply): void {
   res.end(body);
 }
 
-function sendError(res: http.ServerResponse, err: unknown, log: (l: string) => void): void {
-  const e = asBerthError(err);
-  if (e.code === 'internal') log(`berth: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  if (res.headersSent) return void res.destroy();
-  send(res, { status: e.httpStatus, body: { error: e.toWire() } });
+/**
+ * Node ends an answered `connection: close` exchange with socket.destroySoon(): the socket is
+ * closed as soon as the answer is written, and bytes of the body still arriving then make the
+ * kernel reset the connection, which can cost the client the answer it has not read yet. This
+ * socket instead shuts its side and goes on reading (the parser drops the body) until the client
+ * closes, or LINGER_MS.
+ */
+function lingerOnClose(socket: Socket | null): void {
+  if (!socket) return;
+  socket.destroySoon = () => {
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('end', () => socket.destroy());
+  };
 }
