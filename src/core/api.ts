@@ -1,10 +1,14 @@
 // The wire schema: the one source for the daemon, the SDK and the CLI.
 import { z } from 'zod';
+import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
 
 export const API_VERSION = 'v1';
 
 export const NetworkMode = z.enum(['egress', 'none']);
 export type NetworkMode = z.infer<typeof NetworkMode>;
+
+/** A toolchain as a client names it: a digest, or an image name the engine resolves. */
+const ImageRef = z.string().refine(isImageRef, IMAGE_REF_RULE);
 
 export const Limits = z.object({
   memoryMb: z.number().int().min(16).max(1_048_576),
@@ -18,7 +22,7 @@ export const CreateEnvRequest = z
     name: z.string(),
     repo: z.string().max(4096).optional(),
     ref: z.string().min(1).max(256).optional(),
-    toolchain: z.string().min(1).max(256).optional(),
+    toolchain: ImageRef.optional(),
     agent: z.string().optional(),
     task: z.string().optional(),
     network: NetworkMode.optional(),
@@ -110,7 +114,7 @@ export const SnapshotImport = z
   .object({
     id: z.string().regex(/^sha256:[0-9a-f]{64}$/),
     repo: z.string().max(4096),
-    toolchain: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+    toolchain: z.string().regex(IMAGE_DIGEST),
     cacheKeys: z.record(z.string()).optional(),
     env: z.string().max(63).optional(),
     reason: z.string().max(64).optional(),
@@ -162,7 +166,7 @@ export type GcResult = z.infer<typeof GcResult>;
 
 export const PoolRequest = z
   .object({
-    toolchain: z.string().min(1).max(256).optional(),
+    toolchain: ImageRef.optional(),
     repo: z.string().min(1),
     ref: z.string().min(1).max(256).optional(),
     size: z.number().int().min(0).max(100),

@@ -2,10 +2,14 @@
 // compatible service (and so by Colima and Docker Desktop).
 import type { Readable } from 'node:stream';
 import { BerthError } from '../core/errors.js';
+import { IMAGE_REF_RULE, isImageRef } from '../core/image-ref.js';
 import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, ImageInfo, NetworkInfo } from './engine.js';
 import { EngineHttp, engineMessage, type HttpResponse } from './http-client.js';
 
 const API = '/v1.41';
+/** An engine's 500 for an archive that is the client's fault: unreadable, or not unpackable there. */
+const ARCHIVE_REFUSED =
+  /error processing tar file|reading tar stream|archive\/tar|copier: put|read-only|unexpected EOF|invalid tar header/i;
 
 export class DockerApiEngine implements Engine {
   private readonly http: EngineHttp;
@@ -46,8 +50,13 @@ export class DockerApiEngine implements Engine {
   }
 
   async inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null> {
+    // Only a well-formed reference reaches the engine: Docker answers `../x` with a redirect, and
+    // Podman answers every malformed name with a 500.
+    if (!isImageRef(ref)) throw new BerthError('invalid_request', `invalid image reference ${JSON.stringify(ref)}`, IMAGE_REF_RULE);
     const res = await this.http.request('GET', `${API}/images/${encodeURIComponent(ref)}/json`, undefined, signal);
     if (res.status === 404) return null;
+    if (res.status === 400 || (res.status === 500 && /invalid reference|normalizing name|invalid format/i.test(engineMessage(res))))
+      throw new BerthError('invalid_request', `invalid image reference ${ref}: ${engineMessage(res)}`, IMAGE_REF_RULE);
     check(res, `inspect image ${ref}`);
     const j = JSON.parse(res.body.toString('utf8')) as {
       Id: string;
@@ -126,9 +135,17 @@ export class DockerApiEngine implements Engine {
       signal,
       'PUT',
     );
-    if (res.status === 404) throw new BerthError('not_found', `no directory ${dir} in the container (${engineMessage(res)})`);
-    if (res.status === 400 || res.status === 403)
-      throw new BerthError('invalid_request', `the engine refused the archive for ${dir}: ${engineMessage(res)}`);
+    if (res.status >= 200 && res.status < 300) return;
+    const msg = oneLine(engineMessage(res));
+    if (res.status === 404) throw new BerthError('not_found', `no directory ${dir} in the container (${msg})`);
+    if (res.status === 409) throw new BerthError('not_running', `the container cannot take an archive now (${msg})`);
+    if (/no space left on device|disk quota exceeded/i.test(msg))
+      throw new BerthError('no_space', `no space to unpack the archive into ${dir}: ${msg}`);
+    // What the archive holds, or where it goes, is the client's to fix: the engines answer 400 or
+    // 403, and answer a 500 for a tar they cannot read or cannot unpack there (Docker: "Error
+    // processing tar file", Podman: "reading tar stream" or "copier: put", a read-only mount).
+    if (res.status === 400 || res.status === 403 || (res.status === 500 && ARCHIVE_REFUSED.test(msg)))
+      throw new BerthError('invalid_request', `the engine refused the archive for ${dir}: ${msg}`);
     check(res, `unpack an archive into ${dir}`);
   }
 
@@ -331,6 +348,11 @@ function normalizeStatus(s: string | undefined): ContainerStatus {
     default:
       return 'unknown';
   }
+}
+
+/** The engine's message on one line (a user's error is one line). */
+function oneLine(msg: string): string {
+  return msg.replace(/\s*\n\s*/g, ' ').trim();
 }
 
 function check(res: HttpResponse, what: string): void {

@@ -1,5 +1,18 @@
 // The node daemon: finds the engine, opens the state, reconciles, and serves the API.
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
@@ -18,6 +31,9 @@ import { PoolKeeper } from '../env/pools.js';
 import { Reaper } from '../env/reaper.js';
 import { StateDb } from '../state/state-db.js';
 import { VERSION } from '../core/version.js';
+
+/** flock(1)'s exit code when another daemon holds the lock (EX_TEMPFAIL). */
+const LOCK_HELD = 75;
 
 export interface DaemonOptions {
   /** TCP address (host:port) to listen on besides the unix socket. */
@@ -171,37 +187,44 @@ function listen(server: Server, go: () => void): Promise<void> {
   });
 }
 
-/** An exclusive lock file holding the daemon's pid; a dead holder's lock is taken over. */
+/**
+ * One daemon per home: an exclusive flock(2) on daemon.lock, held on a descriptor the daemon
+ * keeps open for its life. The kernel drops the lock when that descriptor closes, that is when
+ * the process dies, however it dies. So nothing can pass for a live daemon: not a killed one's
+ * zombie (dead, not yet reaped, holding no files; kill(pid, 0) still succeeds on it), not a
+ * recycled pid, and two daemons starting at once cannot both win. Node has no flock(), so
+ * flock(1) takes it on the same open file, passed as its fd 3, and exits: the lock belongs to
+ * the open file, and stays with the daemon's descriptor (opened close-on-exec, so no child of
+ * the daemon holds it on). The file holds the pid, for the message.
+ */
 function takeLock(path: string, socketPath: string): () => void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeFileSync(fd, String(process.pid));
-      closeSync(fd);
-      return () => rmSync(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number(readFileSync(path, 'utf8').trim());
-      if (pid && pid !== process.pid && alive(pid)) {
-        throw new BerthError(
-          'already_exists',
-          `a berth daemon (pid ${pid}) is already running on ${socketPath}`,
-          'stop it first, or set BERTH_HOME for a second node',
-        );
-      }
-      rmSync(path, { force: true });
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+  const r = spawnSync('flock', ['--nonblock', '--conflict-exit-code', String(LOCK_HELD), '3'], {
+    stdio: ['ignore', 'ignore', 'pipe', fd],
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  if (r.status !== 0) {
+    closeSync(fd);
+    if (r.status === LOCK_HELD) {
+      const pid = readFileSync(path, 'utf8').trim() || '?';
+      throw new BerthError(
+        'already_exists',
+        `a berth daemon (pid ${pid}) is already running on ${socketPath}`,
+        'stop it first, or set BERTH_HOME for a second node',
+      );
     }
+    const why = r.error?.message ?? (r.stderr.trim().split('\n')[0] || `flock exited ${r.status ?? r.signal}`);
+    throw new BerthError('internal', `could not take the daemon lock ${path}: ${why}`, 'flock(1) comes with util-linux');
   }
-  throw new BerthError('internal', `could not take the daemon lock ${path}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  ftruncateSync(fd, 0);
+  writeSync(fd, String(process.pid), 0);
+  // The file stays: removing it while locked would let a daemon that opened it just before
+  // lock the removed file while a third locks a new one.
+  return () => {
+    ftruncateSync(fd, 0);
+    closeSync(fd);
+  };
 }
 
 function loadToken(home: string): string {

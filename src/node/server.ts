@@ -3,6 +3,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { Transform, type Duplex, type Readable } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { z } from 'zod';
@@ -45,6 +46,11 @@ const MAX_ARCHIVE = 8 * 1024 * 1024 * 1024;
 /** Output held for a slow WebSocket client before the command is paused. */
 const HIGH_WATER = 8 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
+/** What is read and dropped of a body the route left unread, before its answer is sent. */
+const DRAIN_MAX = 64 * 1024 * 1024;
+const DRAIN_MS = 5_000;
+/** How long a connection answered before its body ended goes on reading (and dropping) it. */
+const LINGER_MS = 2_000;
 
 export interface ServerOptions {
   manager: EnvManager;
@@ -295,8 +301,8 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * 1024 * 1024 });
   const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     route(o, req, res, requireToken).then(
-      (r) => send(res, r),
-      (err: unknown) => sendError(res, err, o.log),
+      (r) => reply(res, r),
+      (err: unknown) => replyError(res, err, o.log),
     );
   };
   const server: http.Server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
@@ -305,6 +311,9 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
     for (const c of wss.clients) c.terminate();
   });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node hands an upgrade's socket over with no 'error' listener: a peer that resets it (before,
+    // during or after the handshake) ends that connection, never the node.
+    socket.on('error', () => socket.destroy());
     try {
       if (requireToken) authorize(req, o.token);
       const url = new URL(req.url ?? '/', 'http://berth');
@@ -315,6 +324,11 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
       const sub = m[3] ? decode(m[3]) : undefined;
       o.manager.get(name); // unknown environments get a 404 before the upgrade
       wss.handleUpgrade(req, socket, head, (ws) => {
+        // A malformed frame (unmasked, reserved opcode or RSV bits, bad UTF-8, a bad close frame,
+        // over maxPayload): ws has already closed this connection with the code that says why
+        // (1002, 1007, 1009) when it emits 'error'. Handled here, for every route, before any
+        // handler runs, it ends this connection only.
+        ws.on('error', () => {});
         if (kind === 'exec') execOverWebSocket(o, name, ws);
         else if (kind === 'logs' && sub) logsOverWebSocket(o, name, sub, url.searchParams, ws);
         else if (kind === 'connect' && sub) connectOverWebSocket(o, name, Number(sub), ws);
@@ -333,7 +347,8 @@ export function createApiServer(o: ServerOptions, requireToken: boolean, tls?: {
 }
 
 function authorize(req: http.IncomingMessage, token: string | undefined): void {
-  const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+  // RFC 7235: the scheme is case-insensitive, then one or more spaces, then the credentials.
+  const given = /^[ \t]*bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '')?.[1];
   if (!token || !given)
     throw new BerthError('unauthorized', 'a bearer token is required', 'pass the node token (Authorization: Bearer ...)');
   const a = Buffer.from(given);
@@ -411,10 +426,11 @@ function execOverWebSocket(o: ServerOptions, name: string, ws: WebSocket): void 
     if (isBinary) return closeWith(ws, new BerthError('invalid_request', 'the first message must be the JSON exec request'));
     let req: ExecRequest & { interactiveStdin?: boolean };
     try {
-      const raw = JSON.parse(String(first)) as Record<string, unknown>;
-      const interactiveStdin = raw.interactiveStdin === true;
-      delete raw.interactiveStdin;
-      req = { ...parse(ExecRequest, raw), interactiveStdin };
+      const raw: unknown = JSON.parse(String(first));
+      if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+        throw new BerthError('invalid_request', 'exec request is not a JSON object');
+      const { interactiveStdin, ...rest } = raw as Record<string, unknown>;
+      req = { ...parse(ExecRequest, rest), interactiveStdin: interactiveStdin === true };
     } catch (err) {
       return closeWith(ws, err instanceof SyntaxError ? new BerthError('invalid_request', 'exec request is not JSON') : err);
     }
@@ -659,7 +675,10 @@ function capped(req: http.IncomingMessage, max: number): Readable {
       else cb(null, c);
     },
   });
-  req.on('error', (err) => counter.destroy(err));
+  req.on('error', () => counter.destroy(new BerthError('invalid_request', 'the upload was cut short')));
+  // The engine upload that reads this stream hears its errors; a request refused before its
+  // upload began has no reader, and an 'error' no one hears would end the daemon.
+  counter.on('error', () => {});
   return req.pipe(counter);
 }
 
@@ -682,12 +701,56 @@ function readRaw(req: http.IncomingMessage, max: number): Promise<Buffer> {
   });
 }
 
+/**
+ * Answers a request. A route that answers before the request's body has all come (it did not
+ * need it, refused it, or stopped reading at a limit) first reads and drops what is left, up to
+ * a cap: a client still writing its body when the connection closes may get a reset instead of
+ * the answer.
+ */
+function reply(res: http.ServerResponse, r: Reply): void {
+  const req = res.req as http.IncomingMessage | undefined;
+  if (!req || req.complete) return send(res, r);
+  void drain(req).then(() => send(res, r));
+}
+
+function replyError(res: http.ServerResponse, err: unknown, log: (l: string) => void): void {
+  const e = asBerthError(err);
+  if (e.code === 'internal') log(`berth: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  if (res.headersSent) return void res.destroy();
+  reply(res, { status: e.httpStatus, body: { error: e.toWire() } });
+}
+
+/** Reads and drops the rest of a request's body: until it ends, or past DRAIN_MAX bytes or DRAIN_MS. */
+function drain(req: http.IncomingMessage): Promise<void> {
+  if (Number(req.headers['content-length'] ?? NaN) > DRAIN_MAX) return Promise.resolve();
+  return new Promise((resolve) => {
+    let size = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      req.off('data', onData).off('end', done).off('close', done).off('error', done);
+      resolve();
+    };
+    const onData = (c: Buffer): void => {
+      size += c.length;
+      if (size > DRAIN_MAX) done();
+    };
+    const timer = setTimeout(done, DRAIN_MS);
+    // A refused upload may still be piped into a stream no one reads: take the body back.
+    req.unpipe();
+    req.on('data', onData).on('end', done).on('close', done).on('error', done);
+    req.resume();
+  });
+}
+
 function send(res: http.ServerResponse, r: Reply): void {
   if (res.writableEnded || res.destroyed) return;
   // Answered before the request's body was read (refused, or over its limit): the connection
   // closes after the answer, so a keep-alive client cannot send its next request into the
   // remains of this one's body.
-  if (res.req && !res.req.complete) res.setHeader('connection', 'close');
+  if (res.req && !res.req.complete) {
+    res.setHeader('connection', 'close');
+    lingerOnClose(res.socket);
+  }
   if (Buffer.isBuffer(r.body)) {
     res.writeHead(r.status, { 'content-type': 'application/octet-stream', 'content-length': r.body.length });
     res.end(r.body);
@@ -698,9 +761,20 @@ function send(res: http.ServerResponse, r: Reply): void {
   res.end(body);
 }
 
-function sendError(res: http.ServerResponse, err: unknown, log: (l: string) => void): void {
-  const e = asBerthError(err);
-  if (e.code === 'internal') log(`berth: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  if (res.headersSent) return void res.destroy();
-  send(res, { status: e.httpStatus, body: { error: e.toWire() } });
+/**
+ * Node ends an answered `connection: close` exchange with socket.destroySoon(): the socket is
+ * closed as soon as the answer is written, and bytes of the body still arriving then make the
+ * kernel reset the connection, which can cost the client the answer it has not read yet. This
+ * socket instead shuts its side and goes on reading (the parser drops the body) until the client
+ * closes, or LINGER_MS.
+ */
+function lingerOnClose(socket: Socket | null): void {
+  if (!socket) return;
+  socket.destroySoon = () => {
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.once('end', () => socket.destroy());
+  };
 }
