@@ -23,7 +23,8 @@ import { EnvManager } from '../env/manager.js';
 import { EventBus } from '../env/event-bus.js';
 import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
-import { createApiServer } from './server.js';
+import { createApiServer, type ExtraHandler } from './server.js';
+import { TokenStore } from './tokens.js';
 import { BlobStore } from '../workspace/blob-store.js';
 import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
 import { PtySessions } from '../env/pty-sessions.js';
@@ -42,6 +43,11 @@ export interface DaemonOptions {
   tlsCert?: string;
   tlsKey?: string;
   log?: (line: string) => void;
+  /**
+   * Handlers of their own for some paths (the MCP endpoint at /mcp), made once the unix socket's
+   * path is known: the composition root (the CLI) supplies them, so the daemon imports no surface.
+   */
+  extra?: (socketPath: string) => Record<string, ExtraHandler>;
 }
 
 export interface RunningDaemon {
@@ -133,7 +139,12 @@ async function start(
     pools.stop();
     reaper.stop();
   });
-  const unix = createApiServer({ manager, ptys, pools, nodeInfo, log }, false);
+  // The node's own token reaches everything; it is made on first use, kept 0600 in the home.
+  const nodeToken = loadToken(config.home);
+  const tokens = new TokenStore(db, nodeToken);
+  const extra = opts.extra?.(socketPath);
+  const parts = { manager, ptys, pools, tokens, nodeInfo, log, extra };
+  const unix = createApiServer(parts, true);
   servers.push(unix);
   await listen(unix, () => unix.listen(socketPath));
   chmodSync(socketPath, 0o600);
@@ -144,10 +155,10 @@ async function start(
 
   let tcp: RunningDaemon['tcp'];
   if (opts.listen) {
-    const token = loadToken(config.home);
+    const token = nodeToken;
     const [host, portText] = splitHostPort(opts.listen);
     const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : undefined;
-    const srv = createApiServer({ manager, ptys, pools, nodeInfo, log, token }, true, tls);
+    const srv = createApiServer(parts, false, tls);
     servers.push(srv);
     await listen(srv, () => srv.listen(Number(portText), host));
     const addr = srv.address();
