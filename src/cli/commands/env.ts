@@ -3,12 +3,10 @@ import type { CreateEnvRequest } from '../../core/api.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BerthError } from '../../core/errors.js';
-import { isRemoteRepo } from '../../workspace/git.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../connect.js';
 import { target } from '../nodes.js';
 import { place } from '../placement.js';
-import { listAll } from './remote.js';
 import { envTable, printJson } from '../output.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
@@ -42,6 +40,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
   if (identity && !identity.trim().startsWith('berth1.') && !identity.trim().startsWith('{') && existsSync(identity))
     identity = readFileSync(identity, 'utf8');
   // A path means the caller's directory, not the daemon's.
+  const { isRemoteRepo } = await import('../../workspace/git.js');
   const repo = given === undefined ? undefined : isRemoteRepo(given) ? given : resolve(given);
   const network = flag(p, 'network');
   if (network !== undefined && network !== 'egress' && network !== 'none') {
@@ -86,7 +85,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
 
 export async function cmdLs(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json', 'all'], value: [] });
-  if (bool(p, 'all')) return listAll(bool(p, 'json'));
+  // Every node's environments need the remote commands' module; this node's do not.
+  if (bool(p, 'all')) return (await import('./remote.js')).listAll(bool(p, 'json'));
   const client = await connectLocal({ autostart: true });
   const envs = await client.listEnvs();
   client.close();
@@ -204,9 +204,8 @@ export async function cmdExec(argv: string[]): Promise<number> {
       process.exit(141);
     });
   }
-  const forward = (sig: NodeJS.Signals) => () => handle.kill(sig);
-  process.on('SIGINT', forward('SIGINT'));
-  process.on('SIGTERM', forward('SIGTERM'));
+  // The same signals the native client (src/cli/native) passes on.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(sig, () => handle.kill(sig));
   try {
     const r = await handle.wait();
     if (json) {
