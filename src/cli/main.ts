@@ -2,13 +2,6 @@
 // berth's command line. Every command takes --json; errors are one line with a stable exit code.
 import { asBerthError, BerthError } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
-import { cmdDescribe, cmdExec, cmdLs, cmdNew, cmdRm } from './commands/env.js';
-import { cmdToolchain } from './commands/toolchain.js';
-import { cmdBatch, cmdLogs, cmdService, cmdShell, cmdVerify } from './commands/runtime.js';
-import { cmdEnter, cmdForward, cmdGitUploadPack, cmdNode, cmdPush } from './commands/remote.js';
-import { cmdSshConfig, cmdSshProxy } from './commands/ssh.js';
-import { cmdFork, cmdGc, cmdId, cmdPause, cmdPool, cmdRestore, cmdResume, cmdSnap, cmdSnapshots } from './commands/switching.js';
-import { cmdDaemon, cmdUp } from './commands/up.js';
 
 const HELP = `berth ${VERSION}: isolated, reproducible environments for coding agents
 
@@ -48,36 +41,48 @@ Commands that return data take --json (one JSON document on stdout). BERTH_HOME 
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
 `;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
-  up: cmdUp,
-  daemon: cmdDaemon,
-  toolchain: cmdToolchain,
-  new: cmdNew,
-  ls: cmdLs,
-  rm: cmdRm,
-  exec: cmdExec,
-  describe: cmdDescribe,
-  service: cmdService,
-  logs: cmdLogs,
-  verify: cmdVerify,
-  shell: cmdShell,
-  batch: cmdBatch,
-  pause: cmdPause,
-  resume: cmdResume,
-  id: cmdId,
-  snap: cmdSnap,
-  fork: cmdFork,
-  restore: cmdRestore,
-  snapshots: cmdSnapshots,
-  gc: cmdGc,
-  pool: cmdPool,
-  node: cmdNode,
-  enter: cmdEnter,
-  push: cmdPush,
-  forward: cmdForward,
-  'git-upload-pack': cmdGitUploadPack,
-  'ssh-config': cmdSshConfig,
-  'ssh-proxy': cmdSshProxy,
+type Command = (argv: string[]) => Promise<number>;
+
+// Each command's module is loaded when that command runs, so `berth ls` does not load the SSH
+// server, the engine client or the image builder that other commands need.
+const env = (): Promise<typeof import('./commands/env.js')> => import('./commands/env.js');
+const runtime = (): Promise<typeof import('./commands/runtime.js')> => import('./commands/runtime.js');
+const remote = (): Promise<typeof import('./commands/remote.js')> => import('./commands/remote.js');
+const ssh = (): Promise<typeof import('./commands/ssh.js')> => import('./commands/ssh.js');
+const switching = (): Promise<typeof import('./commands/switching.js')> => import('./commands/switching.js');
+const up = (): Promise<typeof import('./commands/up.js')> => import('./commands/up.js');
+const toolchain = (): Promise<typeof import('./commands/toolchain.js')> => import('./commands/toolchain.js');
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  up: async () => (await up()).cmdUp,
+  daemon: async () => (await up()).cmdDaemon,
+  toolchain: async () => (await toolchain()).cmdToolchain,
+  new: async () => (await env()).cmdNew,
+  ls: async () => (await env()).cmdLs,
+  rm: async () => (await env()).cmdRm,
+  exec: async () => (await env()).cmdExec,
+  describe: async () => (await env()).cmdDescribe,
+  service: async () => (await runtime()).cmdService,
+  logs: async () => (await runtime()).cmdLogs,
+  verify: async () => (await runtime()).cmdVerify,
+  shell: async () => (await runtime()).cmdShell,
+  batch: async () => (await runtime()).cmdBatch,
+  pause: async () => (await switching()).cmdPause,
+  resume: async () => (await switching()).cmdResume,
+  id: async () => (await switching()).cmdId,
+  snap: async () => (await switching()).cmdSnap,
+  fork: async () => (await switching()).cmdFork,
+  restore: async () => (await switching()).cmdRestore,
+  snapshots: async () => (await switching()).cmdSnapshots,
+  gc: async () => (await switching()).cmdGc,
+  pool: async () => (await switching()).cmdPool,
+  node: async () => (await remote()).cmdNode,
+  enter: async () => (await remote()).cmdEnter,
+  push: async () => (await remote()).cmdPush,
+  forward: async () => (await remote()).cmdForward,
+  'git-upload-pack': async () => (await remote()).cmdGitUploadPack,
+  'ssh-config': async () => (await ssh()).cmdSshConfig,
+  'ssh-proxy': async () => (await ssh()).cmdSshProxy,
 };
 
 const LATER = new Set(['drift', 'ci', 'mcp']);
@@ -92,11 +97,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(VERSION + '\n');
     return 0;
   }
-  const run = COMMANDS[cmd];
-  if (!run) {
+  const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!load) {
     if (LATER.has(cmd)) throw new BerthError('usage', `\`berth ${cmd}\` is not available in this version yet`);
     throw new BerthError('usage', `unknown command ${JSON.stringify(cmd)}`, 'see `berth help`');
   }
+  const run = await load();
   return run(rest);
 }
 

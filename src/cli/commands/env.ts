@@ -8,7 +8,6 @@ import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
 import { place } from '../placement.js';
-import { listAll } from './remote.js';
 import { envTable, printJson } from '../output.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
@@ -86,7 +85,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
 
 export async function cmdLs(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json', 'all'], value: [] });
-  if (bool(p, 'all')) return listAll(bool(p, 'json'));
+  // Every node's environments need the remote commands' module; this node's do not.
+  if (bool(p, 'all')) return (await import('./remote.js')).listAll(bool(p, 'json'));
   const client = await connectLocal({ autostart: true });
   const envs = await client.listEnvs();
   client.close();
@@ -204,9 +204,8 @@ export async function cmdExec(argv: string[]): Promise<number> {
       process.exit(141);
     });
   }
-  const forward = (sig: NodeJS.Signals) => () => handle.kill(sig);
-  process.on('SIGINT', forward('SIGINT'));
-  process.on('SIGTERM', forward('SIGTERM'));
+  // The same signals the native client (src/cli/native) passes on.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(sig, () => handle.kill(sig));
   try {
     const r = await handle.wait();
     if (json) {

@@ -1,0 +1,145 @@
+// What an agent's shell pays for one command: `berth exec ENV -- true` as a whole process
+// (bin/berth, which runs the native client), against the Node CLI doing the same
+// (BERTH_NATIVE=0), the engines' own CLIs (`docker exec CTR true`, `podman exec CTR true`) on the
+// same image, and `berth ls` and `berth describe`, with Node's own start-up for reference. All
+// on this machine, in this run; each sample is one process, from spawn to exit, as a Node
+// parent sees it (stdin /dev/null, stdout and stderr pipes).
+//
+//   node dist/bench/cli-latency.js [--n 200] [--warmup 20] [--node-n 30] [--peer-n 30]
+//        [--engines podman,docker] [--max-seconds 270]
+import {
+  BERTH,
+  BerthNode,
+  ENGINE_CLI,
+  engineList,
+  type EngineName,
+  guarded,
+  log,
+  mustRun,
+  parseOptions,
+  peerRatios,
+  prepareEngineBench,
+  ratio,
+  type Row,
+  run,
+  runBench,
+  series,
+  setDeadline,
+  startIdleContainer,
+  timed,
+} from './lib.js';
+
+const opts = parseOptions({ n: 200, warmup: 20, 'node-n': 30, 'peer-n': 30, engines: 'podman,docker', 'max-seconds': 270 });
+const results: Row[] = [];
+const report: Record<string, unknown> = { benchmark: 'cli-latency', command: ['true'] };
+
+/** The targets of issue 11: exec through the native client, and every other command. */
+const EXEC_TARGET_MS = 10;
+const OTHER_TARGET_MS = 150;
+
+async function processSeries(
+  name: string,
+  n: number,
+  warmup: number,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  extra: Record<string, unknown>,
+): Promise<void> {
+  const s = await series(name, { n, warmup, budgetMs: 60_000 }, () => timed(() => mustRun(cmd, args, { env })));
+  results.push(s.row(extra));
+}
+
+async function berthSeries(engine: EngineName, digest: string, repo: string): Promise<void> {
+  const node = await BerthNode.start(engine, digest);
+  try {
+    const created = await node.cli(['new', 'bench', '--repo', repo, '--json']);
+    if (created.code !== 0) throw new Error(`berth new bench exited ${created.code}: ${created.stderr.trim() || created.stdout.trim()}`);
+    // The fast path must really be the native client: its trace says so, before anything is timed.
+    const exec = ['exec', 'bench', '--', 'true'];
+    const probe = await run(BERTH, exec, { env: { ...node.env, BERTH_TRACE: '1' } });
+    if (probe.code !== 0 || !/native exec client/.test(probe.stderr))
+      throw new Error(`bin/berth exec did not run through the native client (exit ${probe.code}): ${probe.stderr.trim()}`);
+    await processSeries(`berth-exec-native-on-${engine}`, opts.n, opts.warmup, BERTH, exec, node.env, {
+      engine,
+      how: 'bin/berth exec bench -- true (sh, then the native client)',
+    });
+    await processSeries(
+      `berth-exec-node-cli-on-${engine}`,
+      opts['node-n'],
+      3,
+      BERTH,
+      exec,
+      { ...node.env, BERTH_NATIVE: '0' },
+      {
+        engine,
+        how: 'BERTH_NATIVE=0 bin/berth exec bench -- true (sh, then the Node CLI)',
+      },
+    );
+    await processSeries(`berth-ls-on-${engine}`, opts['node-n'], 3, BERTH, ['ls'], node.env, { engine, how: 'bin/berth ls' });
+    await processSeries(`berth-describe-on-${engine}`, opts['node-n'], 3, BERTH, ['describe', 'bench'], node.env, {
+      engine,
+      how: 'bin/berth describe bench',
+    });
+  } finally {
+    await node.stop();
+  }
+}
+
+async function engineSeries(engine: EngineName, image: string): Promise<void> {
+  const ctr = await startIdleContainer(engine, image);
+  try {
+    const cli = ENGINE_CLI[engine];
+    await processSeries(`${engine}-exec-cli`, opts['peer-n'], 3, cli, ['exec', ctr.id, 'true'], process.env, {
+      engine,
+      how: `${cli} exec <container> true`,
+    });
+  } finally {
+    await ctr.remove();
+  }
+}
+
+function p50Of(name: string): number | null {
+  const r = results.find((x) => x.name === name && x.error === undefined);
+  return r?.p50_ms ?? null;
+}
+
+/** Per engine: how the native client compares with each other way, and whether the targets are met. */
+function summary(engines: EngineName[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const engine of engines) {
+    const native = p50Of(`berth-exec-native-on-${engine}`);
+    const others = ['ls', 'describe'].map((c) => p50Of(`berth-${c}-on-${engine}`));
+    out[engine] = {
+      native_exec_p50_ms: native,
+      node_cli_exec_p50_over_native_p50: ratio(p50Of(`berth-exec-node-cli-on-${engine}`), native),
+      docker_exec_cli_p50_over_native_p50: ratio(p50Of('docker-exec-cli'), native),
+      podman_exec_cli_p50_over_native_p50: ratio(p50Of('podman-exec-cli'), native),
+      node_startup_p50_over_native_p50: ratio(p50Of('node-startup'), native),
+      [`native_exec_p50_le_${EXEC_TARGET_MS}_ms`]: native === null ? null : native <= EXEC_TARGET_MS,
+      [`ls_and_describe_p50_le_${OTHER_TARGET_MS}_ms`]: others.some((x) => x === null) ? null : others.every((x) => x! <= OTHER_TARGET_MS),
+    };
+  }
+  return out;
+}
+
+runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
+  setDeadline(opts['max-seconds'] * 1000);
+  const engines = engineList(opts.engines);
+  const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
+  await guarded(results, 'node-startup', {}, () =>
+    processSeries('node-startup', opts['node-n'], 3, process.execPath, ['-e', '0'], process.env, { how: 'node -e 0 (for reference)' }),
+  );
+  for (const engine of engines) {
+    await guarded(results, `berth-on-${engine}`, { engine }, () => berthSeries(engine, digest, repo));
+    await guarded(results, `${engine}-exec-cli`, { engine }, () => engineSeries(engine, tags[engine]!));
+  }
+  // The peers are the engines' exec CLIs; berth's row is the native exec (ls, describe and the
+  // Node CLI are berth's too, but not what is compared), and Node's start-up is only a reference.
+  report.ratios = peerRatios(
+    results.filter((r) => r.name !== 'node-startup'),
+    { berth: (r) => r.name.startsWith('berth-exec-native-'), extra: (b) => ({ berth: b.name }) },
+  );
+  report.summary = summary(engines);
+  log('done');
+});
