@@ -36,6 +36,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth forward [NODE/]ENV PORT [--local PORT]
   berth ssh-config                     Host entries for "ssh NAME.NODE.berth"
   berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
+  berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
+  berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
+  berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
@@ -52,6 +55,7 @@ const ssh = (): Promise<typeof import('./commands/ssh.js')> => import('./command
 const switching = (): Promise<typeof import('./commands/switching.js')> => import('./commands/switching.js');
 const up = (): Promise<typeof import('./commands/up.js')> => import('./commands/up.js');
 const toolchain = (): Promise<typeof import('./commands/toolchain.js')> => import('./commands/toolchain.js');
+const tokens = (): Promise<typeof import('./commands/tokens.js')> => import('./commands/tokens.js');
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   up: async () => (await up()).cmdUp,
@@ -83,9 +87,12 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'git-upload-pack': async () => (await remote()).cmdGitUploadPack,
   'ssh-config': async () => (await ssh()).cmdSshConfig,
   'ssh-proxy': async () => (await ssh()).cmdSshProxy,
+  token: async () => (await tokens()).cmdToken,
+  events: async () => (await tokens()).cmdEvents,
+  mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
 };
 
-const LATER = new Set(['drift', 'ci', 'mcp']);
+const LATER = new Set(['drift', 'ci']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

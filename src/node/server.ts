@@ -6,6 +6,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { z } from 'zod';
 import { compileRoutes, type CompiledRoute, PARAMS, type RouteId } from '../core/contract.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { Principal } from '../core/tokens.js';
@@ -154,9 +155,10 @@ async function route(
     streamEvents(o.manager.events, principal, req, res, url.searchParams);
     return undefined;
   }
-  const handle = HANDLERS[r.id] as ((c: HandlerCtx<RouteId>) => Promise<unknown>) | undefined;
+  const handle: ((c: HandlerCtx<RouteId>) => Promise<unknown>) | undefined = HANDLERS[r.id];
   if (!handle) throw new BerthError('internal', `route ${r.id} has no handler`);
-  const body = r.spec.kind === 'json' && r.spec.request ? parse(r.spec.request, await readJson(req)) : undefined;
+  const schema: z.ZodType | undefined = r.spec.request;
+  const body: unknown = r.spec.kind === 'json' && schema ? parse(schema, await readJson(req)) : undefined;
   const out = await handle({ parts: o, principal, req, res, params, query: url.searchParams, body: body as never });
   if (out instanceof Answer) return { status: out.status, body: out.body };
   return { status: r.spec.status ?? 200, body: out };

@@ -43,3 +43,13 @@ describe('the wire contract', () => {
     assert.deepEqual(checkedIn, JSON.parse(JSON.stringify(openApiDocument())), 'docs/api/openapi.json is stale: run `npm run openapi`');
   });
 });
+
+describe('the daemon', () => {
+  it('has a handler for every HTTP route of the contract', async () => {
+    const { HANDLERS } = await import('../../src/node/handlers.js');
+    for (const [id, r] of Object.entries(ROUTES) as Array<[string, RouteSpec]>) {
+      if (r.kind === 'websocket' || r.kind === 'events') continue;
+      assert.ok(id in HANDLERS, `route ${id} has no handler`);
+    }
+  });
+});

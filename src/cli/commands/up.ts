@@ -6,13 +6,17 @@ import { execFileSync } from 'node:child_process';
 import { NodeClient } from '../../client/client.js';
 import { BerthError } from '../../core/errors.js';
 import { startDaemon } from '../../node/daemon.js';
+import { mcpHttpHandler } from '../../mcp/http.js';
+
+/** The surfaces the daemon serves beside its API: MCP over streamable HTTP at /mcp. */
+const extra = (socketPath: string) => ({ '/mcp': mcpHttpHandler(socketPath) });
 import { bool, flag, parseArgs } from '../args.js';
 import { ensureToolchain } from './toolchain.js';
 
 export async function cmdDaemon(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: [], value: ['listen', 'tls-cert', 'tls-key'] });
   if (!!flag(p, 'tls-cert') !== !!flag(p, 'tls-key')) throw new BerthError('usage', '--tls-cert and --tls-key go together');
-  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key') });
+  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key'), extra });
   await waitForSignal();
   await d.close();
   return 0;
@@ -21,7 +25,7 @@ export async function cmdDaemon(argv: string[]): Promise<number> {
 export async function cmdUp(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen'] });
   await ensureToolchain();
-  const d = await startDaemon({ listen: flag(p, 'listen') });
+  const d = await startDaemon({ listen: flag(p, 'listen'), extra });
   const client = new NodeClient({ socketPath: d.socketPath });
   try {
     if (!bool(p, 'no-demo')) {
