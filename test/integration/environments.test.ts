@@ -152,7 +152,8 @@ for (const engine of testEngines()) {
             '--',
             'sh',
             '-c',
-            'nohup python3 -m http.server 8000 >/dev/null 2>&1 & sleep 0.3; hostname -I',
+            // Up when it answers (bounded), not after a guessed sleep.
+            'nohup python3 -m http.server 8000 >/dev/null 2>&1 & for i in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:8000/ && break; sleep 0.1; done; hostname -I',
           ]);
           const serverIp = started.stdout.trim().split(/\s+/)[0]!;
           assert.match(serverIp, /^\d+\.\d+\.\d+\.\d+$/);
