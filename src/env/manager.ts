@@ -20,7 +20,7 @@ import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
-import { isolateSubnets } from './firewall.js';
+import { isolateNetwork, type FirewallResult } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
 
 export const LABEL = {
@@ -46,7 +46,7 @@ export interface ManagerOptions {
 
 export class EnvManager {
   private readonly agents = new Map<string, Promise<AgentConnection>>();
-  private networkReady: Promise<void> | undefined;
+  private networkReady: Promise<FirewallResult> | undefined;
   private readonly creating = new Map<string, AbortController>();
   readonly stats = new ExecStats();
   /** When each environment last ran a command (flushed to the database now and then). */
@@ -203,7 +203,7 @@ export class EnvManager {
         containerId = made.value;
       }
       await failpoint('create:after-container');
-      await this.o.engine.startContainer(containerId, sig);
+      await this.startContainer(row, containerId, sig);
       const conn = await this.connectAgent(row, containerId, sig);
       if (fromTree) {
         // The tree carries its source's branch name; this environment gets its own.
@@ -323,11 +323,19 @@ export class EnvManager {
     };
   }
 
-  private ensureNetwork(signal?: AbortSignal): Promise<void> {
-    this.networkReady ??= (async () => {
+  /**
+   * The shared network and its firewall rules, before any environment joins it. With
+   * `joined`, after an environment's container has started: the rules that match the bridge
+   * must be in place by then (Podman makes its bridge only when the first one starts).
+   */
+  private async ensureNetwork(signal?: AbortSignal, joined = false): Promise<void> {
+    const prev = this.networkReady;
+    const next = (async () => {
+      const done = await prev?.catch(() => undefined);
+      if (done?.complete) return done;
       const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
-      const fw = await isolateSubnets(net.subnets);
-      this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
+      const fw = await isolateNetwork(net);
+      if (fw.detail !== done?.detail) this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
       // Fail closed: without isolation, no environment gets the shared network.
       if (!fw.applied && process.env.BERTH_ALLOW_UNISOLATED !== '1') {
         throw new BerthError(
@@ -336,11 +344,33 @@ export class EnvManager {
           'fix the firewall (scripts/setup.sh does), or use --network none',
         );
       }
-    })().catch((err: unknown) => {
-      this.networkReady = undefined;
-      throw err;
+      return fw;
+    })();
+    this.networkReady = next;
+    next.catch(() => {
+      if (this.networkReady === next) this.networkReady = undefined;
     });
-    return this.networkReady;
+    const fw = await next;
+    if (joined && !fw.complete && process.env.BERTH_ALLOW_UNISOLATED !== '1') {
+      throw new BerthError(
+        'engine_unavailable',
+        `environments cannot be isolated on network ${this.o.config.networkName}: its bridge was not found once an environment started`,
+        'fix the firewall (scripts/setup.sh does), or use --network none',
+      );
+    }
+  }
+
+  /** Starts an environment's container; on the shared network, only inside its firewall rules. */
+  private async startContainer(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<void> {
+    if (row.network !== 'egress') return this.o.engine.startContainer(containerId, signal);
+    await this.ensureNetwork(signal);
+    await this.o.engine.startContainer(containerId, signal);
+    try {
+      await this.ensureNetwork(signal, true);
+    } catch (err) {
+      await this.o.engine.pauseContainer(containerId).catch(() => {});
+      throw err;
+    }
   }
 
   /**
@@ -582,7 +612,7 @@ export class EnvManager {
       if (c.status === 'paused')
         throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
       if (c.status !== 'running') {
-        await this.o.engine.startContainer(c.id);
+        await this.startContainer(row, c.id);
         return this.connectAgent(row, c.id);
       }
       throw new BerthError('internal', `environment ${row.name}'s agent is not answering`);
@@ -657,7 +687,8 @@ export class EnvManager {
           vanished++;
         }
       } else if (c.status === 'exited' || c.status === 'created') {
-        await this.o.engine.startContainer(c.id).catch(() => {});
+        // After a reboot the firewall rules are gone: they go back before the container runs.
+        await this.startContainer(row, c.id).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
       }
     }
     for (const c of byEnv.values()) {
@@ -668,9 +699,9 @@ export class EnvManager {
         this.o.log(`berth: could not remove orphaned container ${c.id.slice(0, 12)}: ${(err as Error).message}`);
       }
     }
-    // After a reboot the firewall rules are gone: put them back before anything runs.
+    // Running environments on the network (a daemon restart, not a reboot) get the rules too.
     if (this.o.db.listEnvs().some((r) => r.network === 'egress'))
-      await this.ensureNetwork().catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
+      await this.ensureNetwork(undefined, true).catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
     // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
     return { removedHalfMade, removedOrphans, vanished };
   }

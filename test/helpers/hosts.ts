@@ -237,3 +237,91 @@ function pingUnix(socketPath: string, path: string): Promise<boolean> {
     req.on('timeout', () => req.destroy());
   });
 }
+
+/**
+ * Gives `host` one more address (the cloud metadata address 169.254.169.254, say) and routes
+ * that one address from this machine to the host, over the test bridge. The route is a /32 on
+ * the bridge the harness owns: should the namespace vanish, packets for the address die on the
+ * bridge, and nothing leaves the machine. `remove` takes the address and the route away.
+ */
+export function routeAddressTo(host: TestHost, addr: string): { remove(): void } {
+  const veth = execFileSync('ip', ['-n', host.ns, '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => /^\d+:\s+([^@:\s]+)/.exec(l)?.[1])
+    .find(Boolean);
+  if (!veth) throw new Error(`no veth in namespace ${host.ns}`);
+  ip('-n', host.ns, 'addr', 'add', `${addr}/32`, 'dev', veth);
+  ip('route', 'add', `${addr}/32`, 'via', host.addr, 'dev', host.net.bridge);
+  const via = execFileSync('ip', ['-o', 'route', 'get', addr], { encoding: 'utf8' });
+  if (!via.includes(`dev ${host.net.bridge} `)) {
+    spawnSync('ip', ['route', 'del', `${addr}/32`, 'dev', host.net.bridge]);
+    throw new Error(`${addr} is not routed to the test bridge: ${via}`);
+  }
+  return {
+    remove: () => {
+      spawnSync('ip', ['route', 'del', `${addr}/32`, 'dev', host.net.bridge]);
+      spawnSync('ip', ['-n', host.ns, 'addr', 'del', `${addr}/32`, 'dev', veth]);
+    },
+  };
+}
+
+/** An HTTP server that records every request it gets: something that must hear nothing. */
+export interface Canary {
+  readonly port: number;
+  /** The requests received so far, as `METHOD URL from ADDRESS`. */
+  hits(): string[];
+  close(): Promise<void>;
+}
+
+/** A canary on `addrs`:`port` inside a test host's namespace, answering 200 `canary`. */
+export async function startCanary(host: TestHost, addrs: string[], port = 80): Promise<Canary> {
+  const log = join(host.dir, `canary-${port}.hits`);
+  const code = `
+    const http = require('node:http');
+    const fs = require('node:fs');
+    const addrs = ${JSON.stringify(addrs)};
+    let up = 0;
+    for (const a of addrs) {
+      http.createServer((req, res) => {
+        fs.appendFileSync(${JSON.stringify(log)}, req.method + ' ' + req.url + ' from ' + req.socket.remoteAddress + '\\n');
+        res.end('canary');
+      }).listen(${port}, a, () => { if (++up === addrs.length) console.log('canary ready'); });
+    }`;
+  const child = host.spawn(process.execPath, ['-e', code], process.env, `canary-${port}`);
+  for (let i = 0; i < 100 && !host.log(`canary-${port}`).includes('canary ready'); i++) {
+    if (child.exitCode !== null) break;
+    await sleep(50);
+  }
+  if (!host.log(`canary-${port}`).includes('canary ready')) throw new Error(`canary did not start: ${host.log(`canary-${port}`)}`);
+  return {
+    port,
+    hits: () => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : []),
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await gone;
+    },
+  };
+}
+
+/** A canary on this machine's own loopback, in the test process. */
+export async function startLoopbackCanary(): Promise<Canary> {
+  const seen: string[] = [];
+  const server = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url} from ${req.socket.remoteAddress}`);
+    res.setHeader('access-control-allow-origin', '*');
+    res.end('canary');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const addr = server.address();
+  return {
+    port: typeof addr === 'object' && addr ? addr.port : 0,
+    hits: () => [...seen],
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
