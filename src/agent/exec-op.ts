@@ -1,81 +1,66 @@
-// Running a command: spawned in its own process group with streamed output, stdin, a
-// timeout that reaches every descendant, and flow control from the daemon.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Running a command: under berth-run, in its own session, with streamed output, stdin, a
+// timeout that reaches every process it started, and flow control from the daemon.
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { killGroup, signalNumber, type OpContext } from './context.js';
+import type { OpContext } from './context.js';
+import { Command, launch } from './launch.js';
 import { resolveInside, WORKDIR } from './paths.js';
 import { Kind, type BatchOp, type BatchStep, type BatchStepResult, type ExecDone, type ExecOp } from './protocol.js';
 
 interface Spawned {
-  child: ChildProcess;
+  cmd: Command | undefined;
   done: Promise<ExecDone | { error: { code: string; message: string } }>;
 }
 
+/** Grace between SIGTERM and SIGKILL for a command that ran out of time or lost its client. */
+const GRACE_MS = 2000;
+
 function spawnStep(step: BatchStep, withStdin: boolean): Spawned {
   const t0 = performance.now();
-  let child: ChildProcess;
+  let cwd: string;
   try {
-    child = spawn(step.argv[0]!, step.argv.slice(1), {
-      cwd: step.cwd ? resolveInside(step.cwd) : WORKDIR,
-      env: step.env ? { ...process.env, ...step.env } : process.env,
-      stdio: [withStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    cwd = step.cwd ? resolveInside(step.cwd) : WORKDIR;
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    return {
-      child: undefined as unknown as ChildProcess,
-      done: Promise.resolve({ error: { code: 'invalid_request', message: e.message } }),
-    };
+    return { cmd: undefined, done: Promise.resolve({ error: { code: 'invalid_request', message: (err as Error).message } }) };
   }
-  let spawnMs = 0;
-  let spawned = false;
-  let timedOut = false;
-  let timer: NodeJS.Timeout | undefined;
-  let killTimer: NodeJS.Timeout | undefined;
-  const done = new Promise<ExecDone | { error: { code: string; message: string } }>((resolve) => {
-    child.once('spawn', () => {
-      spawned = true;
-      spawnMs = performance.now() - t0;
-      if (step.timeoutMs) {
-        timer = setTimeout(() => {
-          timedOut = true;
-          killGroup(child.pid, 'SIGTERM');
-          killTimer = setTimeout(() => killGroup(child.pid, 'SIGKILL'), 2000);
-        }, step.timeoutMs);
-      }
-    });
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      if (spawned) return;
-      clearTimeout(timer);
-      if (err.code === 'ENOENT') resolve({ error: { code: 'command_not_found', message: `command not found: ${step.argv[0]}` } });
-      else if (err.code === 'EACCES') resolve({ error: { code: 'command_not_found', message: `permission denied: ${step.argv[0]}` } });
-      else resolve({ error: { code: 'invalid_request', message: err.message } });
-    });
-    // A background descendant can hold the pipes open after the command itself exits; give
-    // it a moment to flush, then stop reading so the caller is never left hanging.
-    child.once('exit', () => {
-      child.stdin?.destroy(); // a process that exits without reading stdin releases any hold on it
-      setTimeout(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-      }, 250).unref();
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(killTimer);
-      if (!spawned) return;
-      resolve({
-        exitCode: code ?? (signal ? 128 + signalNumber(signal) : 1),
-        signal: signal ?? null,
-        timedOut,
-        spawnMs,
-        runMs: performance.now() - t0 - spawnMs,
-      });
-    });
+  const cmd = launch({
+    argv: step.argv,
+    cwd,
+    env: step.env ? { ...process.env, ...step.env } : process.env,
+    stdin: withStdin,
+    linger: Boolean(step.timeoutMs),
   });
-  return { child, done };
+  if (!(cmd instanceof Command)) return { cmd: undefined, done: Promise.resolve({ error: cmd }) };
+  let timedOut = false;
+  let ended = false;
+  // The deadline covers everything the command started, even what outlives the command itself.
+  const timer = step.timeoutMs
+    ? setTimeout(() => {
+        timedOut = !ended;
+        void cmd.end(GRACE_MS);
+      }, step.timeoutMs)
+    : undefined;
+  void cmd.runnerGone.then(() => clearTimeout(timer));
+  const outputClosed = Promise.all([cmd.stdout, cmd.stderr].map((s) => new Promise((r) => s.once('close', r))));
+  const done = cmd.started.then(async (error) => {
+    if (error) return { error };
+    const spawnMs = performance.now() - t0;
+    const end = await cmd.ended;
+    ended = true;
+    // What the command left running may hold its output open: a moment to flush, then stop
+    // reading, so the caller is never left hanging.
+    cmd.stdin?.destroy();
+    const flush = setTimeout(() => {
+      cmd.stdout.destroy();
+      cmd.stderr.destroy();
+    }, 250);
+    await outputClosed;
+    clearTimeout(flush);
+    // Out of time: answer once everything it started is gone, so the next command has room.
+    if (timedOut) await cmd.end(GRACE_MS);
+    return { ...end, timedOut, spawnMs, runMs: performance.now() - t0 - spawnMs };
+  });
+  return { cmd, done };
 }
 
 function validArgv(argv: unknown): argv is string[] {
@@ -91,14 +76,14 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
     cwdError = (err as Error).message;
   }
   if (cwdError) return ctx.fail('invalid_request', cwdError);
-  const { child, done } = spawnStep(op, op.stdin === true);
-  if (!child) {
+  const { cmd, done } = spawnStep(op, op.stdin === true);
+  if (!cmd) {
     void done.then((r) => 'error' in r && ctx.fail(r.error.code, r.error.message));
     return;
   }
-  ctx.onAbandon(() => killGroup(child.pid, 'SIGKILL'));
-  if (child.stdin) {
-    const stdin = child.stdin;
+  ctx.onAbandon(() => void cmd.end(0));
+  if (cmd.stdin) {
+    const stdin = cmd.stdin;
     stdin.on('error', () => {}); // a process that exits without reading its stdin
     ctx.takeStdin(
       (c) => {
@@ -107,7 +92,7 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
       () => stdin.end(),
     );
   }
-  const outputs = [child.stdout!, child.stderr!];
+  const outputs = [cmd.stdout, cmd.stderr];
   let pausedByDaemon = false;
   const pump = (src: Readable, kind: number): void => {
     src.on('data', (c: Buffer) => {
@@ -117,10 +102,15 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
       }
     });
   };
-  pump(child.stdout!, Kind.Stdout);
-  pump(child.stderr!, Kind.Stderr);
+  pump(cmd.stdout, Kind.Stdout);
+  pump(cmd.stderr, Kind.Stderr);
   ctx.hooks.onControl = (msg) => {
-    if (msg.signal) killGroup(child.pid, msg.signal);
+    // A kill (SIGKILL, SIGTERM) or a hang-up (the daemon's word for "the client went away")
+    // ends everything the command started; any other signal (Ctrl-C's SIGINT) goes to the
+    // command's process group, as a terminal's would.
+    if (msg.signal === 'SIGKILL') void cmd.end(0);
+    else if (msg.signal === 'SIGTERM' || msg.signal === 'SIGHUP') void cmd.end(GRACE_MS);
+    else if (msg.signal) cmd.signal(msg.signal);
     if (msg.pause) {
       pausedByDaemon = true;
       outputs.forEach((o) => o.pause());
@@ -148,15 +138,15 @@ export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
   const results: BatchStepResult[] = [];
   let totalOut = 0;
   let abandoned = false;
-  let current: ChildProcess | undefined;
+  let current: Command | undefined;
   ctx.onAbandon(() => {
     abandoned = true;
-    killGroup(current?.pid, 'SIGKILL');
+    void current?.end(0);
   });
   for (const step of op.steps) {
     if (abandoned) return;
-    const { child, done } = spawnStep(step, false);
-    current = child;
+    const { cmd, done } = spawnStep(step, false);
+    current = cmd;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let truncated = false;
@@ -167,8 +157,8 @@ export async function runBatch(ctx: OpContext, op: BatchOp): Promise<void> {
       size.n += part.length;
       into.push(part);
     };
-    child?.stdout?.on('data', keep(out, { n: 0 }));
-    child?.stderr?.on('data', keep(err, { n: 0 }));
+    cmd?.stdout.on('data', keep(out, { n: 0 }));
+    cmd?.stderr.on('data', keep(err, { n: 0 }));
     const r = await done;
     totalOut += out.reduce((n, b) => n + b.length, 0) + err.reduce((n, b) => n + b.length, 0);
     const base = { stdout: Buffer.concat(out).toString('base64'), stderr: Buffer.concat(err).toString('base64'), truncated };

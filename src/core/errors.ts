@@ -24,6 +24,7 @@ export const ERROR_TABLE = {
   corrupt: { exit: 19, http: 422 },
   no_space: { exit: 20, http: 507 },
   conflict: { exit: 21, http: 409 },
+  pids_exhausted: { exit: 22, http: 429 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },

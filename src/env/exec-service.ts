@@ -16,6 +16,16 @@ export function agentError(res: AgentResponse): BerthError {
   return new BerthError(isErrorCode(code) ? code : 'internal', message);
 }
 
+/** The agent's answer when a command could not start, in the environment's own words. */
+function execError(res: AgentResponse, env: string): BerthError {
+  if (res.error?.code !== 'pids_exhausted') return agentError(res);
+  return new BerthError(
+    'pids_exhausted',
+    `environment ${env} has ${res.error.message}`,
+    'end the command using them (its timeout, or killing its `berth exec`, ends all it started), or allow more with `berth new --pids N`',
+  );
+}
+
 export interface ExecSink {
   stdout(chunk: Buffer): void;
   stderr(chunk: Buffer): void;
@@ -63,7 +73,7 @@ export async function startExec(
   };
   const result = stream.done.then(
     (res) => {
-      if (!res.ok || !res.exec) throw agentError(res);
+      if (!res.ok || !res.exec) throw execError(res, row.name);
       const total = performance.now() - tAsk;
       const e = res.exec;
       const timing = {

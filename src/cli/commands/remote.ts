@@ -512,13 +512,17 @@ export async function cmdForward(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** The other half of `git fetch ext::…`: git's protocol over stdio, upload-pack in the environment. */
+/**
+ * The other half of `git fetch ext::…`: git's protocol over stdio, upload-pack in the
+ * environment. It talks only to a berth node over http(s), and ends with the git that runs it.
+ */
 export async function cmdGitUploadPack(argv: string[]): Promise<number> {
   const service = argv[0];
   if (service !== 'git-upload-pack') throw new BerthError('usage', 'only git-upload-pack is served');
   const url = process.env.BERTH_UPLOAD_URL;
   const env = process.env.BERTH_UPLOAD_ENV;
   if (!url || !env) throw new BerthError('usage', 'BERTH_UPLOAD_URL and BERTH_UPLOAD_ENV are required');
+  if (!/^https?:\/\/[^/\s@]+\/?$/.test(url)) throw new BerthError('usage', 'BERTH_UPLOAD_URL must be http(s)://HOST:PORT');
   const { NodeClient: Client } = await import('../../client/client.js');
   const client = new Client({ url, token: process.env.BERTH_UPLOAD_TOKEN || undefined, ca: process.env.BERTH_UPLOAD_CA || undefined });
   const handle = client.execStream(
@@ -528,8 +532,19 @@ export async function cmdGitUploadPack(argv: string[]): Promise<number> {
   );
   process.stdin.on('data', (c: Buffer) => handle.writeStdin(c));
   process.stdin.on('end', () => handle.endStdin());
-  const r = await handle.wait();
-  client.close();
-  process.stdin.destroy();
-  return r.exitCode;
+  // The git that started this is gone (killed, say): so is the reason to run.
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return;
+    handle.kill('SIGKILL');
+    process.exit(1);
+  }, 500);
+  try {
+    const r = await handle.wait();
+    return r.exitCode;
+  } finally {
+    clearInterval(watch);
+    client.close();
+    process.stdin.destroy();
+  }
 }
