@@ -23,25 +23,13 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { dirname, join, normalize, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { canonicalJson } from '../core/canonical-json.js';
 import { BerthError } from '../core/errors.js';
 import type { BlobStore } from './blob-store.js';
+import { safeRelative, type SnapshotEntry, type SnapshotManifest } from './manifest.js';
 
-export interface SnapshotEntry {
-  path: string;
-  kind: 'file' | 'exec' | 'symlink' | 'deleted';
-  blob?: string;
-  size?: number;
-  artifact?: boolean;
-}
-
-export interface SnapshotManifest {
-  version: 1;
-  base: string;
-  head: { branch: string | null; commit: string | null };
-  entries: SnapshotEntry[];
-}
+export { loadManifest, safeRelative, validateManifest, verifyBlobs, type SnapshotEntry, type SnapshotManifest } from './manifest.js';
 
 export interface Captured {
   id: string;
@@ -124,15 +112,6 @@ function catBlobs(gitDir: string, shas: string[], onBlob: (sha: string, data: Bu
     );
     child.stdin.end(shas.join('\n') + '\n');
   });
-}
-
-/** A path from a manifest: relative, normalized, and never into .git. */
-export function safeRelative(p: string): string {
-  const n = normalize(p);
-  if (!p || p.includes('\0') || n.startsWith('..') || n.startsWith(sep) || n.split(sep).some((c) => c === '..' || c === '.git')) {
-    throw new BerthError('corrupt', `snapshot has an unsafe path ${JSON.stringify(p)}`);
-  }
-  return n;
 }
 
 export async function captureSnapshot(
@@ -241,29 +220,6 @@ function readSmall(path: string): string {
   } finally {
     closeSync(fd);
   }
-}
-
-export function loadManifest(store: BlobStore, id: string): SnapshotManifest {
-  const m = /^sha256:([0-9a-f]{64})$/.exec(id);
-  if (!m) throw new BerthError('invalid_request', `invalid snapshot id ${id}`, 'snapshot ids look like sha256:<64 hex digits>');
-  let parsed: SnapshotManifest;
-  try {
-    parsed = JSON.parse(store.get(m[1]!).toString('utf8')) as SnapshotManifest;
-  } catch (err) {
-    if (err instanceof BerthError) throw err;
-    throw new BerthError('corrupt', `snapshot ${id.slice(0, 19)} is not a valid manifest`);
-  }
-  if (parsed.version !== 1 || !Array.isArray(parsed.entries) || !/^[0-9a-f]{40}$/.test(parsed.base)) {
-    throw new BerthError('corrupt', `snapshot ${id.slice(0, 19)} is not a valid manifest`);
-  }
-  return parsed;
-}
-
-/** Every blob a manifest needs, checked by hash before anything is written. */
-export function verifyBlobs(store: BlobStore, manifest: SnapshotManifest): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const e of manifest.entries) if (e.blob && !out.has(e.blob)) out.set(e.blob, store.get(e.blob));
-  return out;
 }
 
 /**
