@@ -1,6 +1,6 @@
 // snap, restore, list and garbage collection, over the content-addressed store.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { performance } from 'node:perf_hooks';
@@ -49,7 +49,9 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
   const t0 = performance.now();
   const row = manager.row(name);
   const ws = join(row.dir, 'workspace');
-  if (!existsSync(join(ws, '.git'))) throw new BerthError('not_found', `environment ${name} has no workspace left to snapshot`);
+  // Looked at, not followed: the environment may have made `.git` a link to a host path.
+  if (!lstatSync(join(ws, '.git'), { throwIfNoEntry: false }))
+    throw new BerthError('not_found', `environment ${name} has no workspace left to snapshot`);
   for (const a of opts.artifacts ?? []) safeRelative(a);
   const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
   // Copy-on-write: freeze the whole tree first (constant time), then read the diff from the

@@ -5,43 +5,21 @@
 // configuration: the environment can write that, and hooks, fsmonitor or filter drivers
 // configured there would run on the node. berth uses a private git directory of its own whose
 // objects come from the node's mirror, with the workspace only as the work tree. Symlinks are
-// stored as links, never followed.
+// stored as links, never followed: git reads the tree where no link in it can be followed
+// (confined-tree.ts), and berth's own reads and writes under a workspace go one component at a
+// time through no link (confined-fs.ts), however the environment rewrites it meanwhile.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import { dirname, join, normalize, sep } from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join, sep } from 'node:path';
 import { canonicalJson } from '../core/canonical-json.js';
 import { BerthError } from '../core/errors.js';
 import type { BlobStore } from './blob-store.js';
+import { ConfinedDir, ConfinedPathError, readFileBeneath } from './confined-fs.js';
+import { lastLine, runConfinedToTree, type TreeRunFailure } from './confined-tree.js';
+import { safeRelative, type SnapshotEntry, type SnapshotManifest } from './manifest.js';
 
-export interface SnapshotEntry {
-  path: string;
-  kind: 'file' | 'exec' | 'symlink' | 'deleted';
-  blob?: string;
-  size?: number;
-  artifact?: boolean;
-}
-
-export interface SnapshotManifest {
-  version: 1;
-  base: string;
-  head: { branch: string | null; commit: string | null };
-  entries: SnapshotEntry[];
-}
+export { loadManifest, safeRelative, validateManifest, verifyBlobs, type SnapshotEntry, type SnapshotManifest } from './manifest.js';
 
 export interface Captured {
   id: string;
@@ -72,23 +50,48 @@ const SAFE_GIT_CONFIG = [
   'safe.directory=*',
 ];
 
+function gitEnv(gitDir: string): NodeJS.ProcessEnv {
+  return { ...process.env, ...SAFE_GIT_ENV, HOME: gitDir, GIT_INDEX_FILE: join(gitDir, 'index') };
+}
+
 function plumbing(gitDir: string, workTree: string, args: string[], signal?: AbortSignal): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     execFile(
       'git',
       [...SAFE_GIT_CONFIG, `--git-dir=${gitDir}`, `--work-tree=${workTree}`, ...args],
-      {
-        env: { ...process.env, ...SAFE_GIT_ENV, HOME: gitDir, GIT_INDEX_FILE: join(gitDir, 'index') },
-        encoding: 'buffer',
-        maxBuffer: 256 << 20,
-        signal,
-      },
+      { env: gitEnv(gitDir), encoding: 'buffer', maxBuffer: 256 << 20, signal },
       (err, stdout, stderr) => {
-        if (err) reject(new Error(`git ${args[0]}: ${stderr.toString().trim().split('\n').pop() ?? err.message}`));
+        if (err) reject(new Error(`git ${args[0]}: ${lastLine(stderr.toString()) || err.message}`));
         else resolve(stdout);
       },
     );
   });
+}
+
+/**
+ * `git add` over the workspace, run where no link inside it can be followed. A directory the
+ * environment swaps for a link while git reads it makes git fail (ELOOP), never read the host.
+ */
+async function addConfined(gitDir: string, workTree: string, args: string[], signal?: AbortSignal): Promise<void> {
+  try {
+    await runConfinedToTree(workTree, ['git', ...SAFE_GIT_CONFIG, `--git-dir=${gitDir}`, `--work-tree=${workTree}`, 'add', ...args], {
+      env: gitEnv(gitDir),
+      signal,
+    });
+  } catch (err) {
+    if (err instanceof BerthError || !('stderr' in (err as object))) throw err;
+    const e = err as TreeRunFailure;
+    const missing = /pathspec '(.*)' (did not match any files|is beyond a symbolic link)/.exec(e.stderr);
+    if (missing) throw new BerthError('not_found', `artifact ${missing[1]} does not exist in the workspace`);
+    if (/Too many levels of symbolic links/.test(e.stderr)) {
+      throw new BerthError(
+        'conflict',
+        'the workspace changed while the snapshot read it (a directory was replaced by a symbolic link)',
+        'snapshot again once the environment stops rewriting its files',
+      );
+    }
+    throw new Error(`git add: ${e.message}`);
+  }
 }
 
 /** Reads many blobs through one `git cat-file --batch`. */
@@ -126,15 +129,6 @@ function catBlobs(gitDir: string, shas: string[], onBlob: (sha: string, data: Bu
   });
 }
 
-/** A path from a manifest: relative, normalized, and never into .git. */
-export function safeRelative(p: string): string {
-  const n = normalize(p);
-  if (!p || p.includes('\0') || n.startsWith('..') || n.startsWith(sep) || n.split(sep).some((c) => c === '..' || c === '.git')) {
-    throw new BerthError('corrupt', `snapshot has an unsafe path ${JSON.stringify(p)}`);
-  }
-  return n;
-}
-
 export async function captureSnapshot(
   store: BlobStore,
   opts: { workspace: string; mirror: string; base: string; artifacts?: string[]; signal?: AbortSignal },
@@ -164,13 +158,9 @@ async function capture(
     writeFileSync(join(gitDir, 'objects', 'info', 'alternates'), join(opts.mirror, 'objects') + '\n');
     const g = (args: string[]): Promise<Buffer> => plumbing(gitDir, opts.workspace, args, opts.signal);
     await g(['read-tree', opts.base]);
-    await g(['add', '-A', '--', '.']);
-    for (const a of opts.artifacts ?? []) {
-      const rel = safeRelative(a);
-      await g(['add', '-f', '-A', '--', rel]).catch(() => {
-        throw new BerthError('not_found', `artifact ${a} does not exist in the workspace`);
-      });
-    }
+    await addConfined(gitDir, opts.workspace, ['-A', '--', '.'], opts.signal);
+    const artifacts = (opts.artifacts ?? []).map((a) => safeRelative(a));
+    if (artifacts.length) await addConfined(gitDir, opts.workspace, ['-f', '-A', '--', ...artifacts], opts.signal);
     const tree = (await g(['write-tree'])).toString().trim();
     const raw = (await g(['diff-tree', '-r', '-z', '--no-renames', '--raw', opts.base, tree])).toString('utf8');
     const fields = raw.split('\0');
@@ -180,7 +170,7 @@ async function capture(
       if (!m) continue;
       changes.push({ mode: m[2]!, sha: m[3]!, status: m[4]!, path: fields[i + 1]! });
     }
-    const artifactSet = new Set((opts.artifacts ?? []).map((a) => safeRelative(a)));
+    const artifactSet = new Set(artifacts);
     const isArtifact = (p: string): boolean => [...artifactSet].some((a) => p === a || p.startsWith(a + sep));
     const wanted = changes.filter((c) => c.status !== 'D' && c.mode !== '160000');
     const blobOf = new Map<string, { hash: string; size: number }>();
@@ -210,130 +200,92 @@ async function capture(
   }
 }
 
-/** HEAD of the workspace, read as data (never by running git in it). */
+/**
+ * HEAD of the workspace, read as data (never by running git in it), through no link: a `.git`
+ * (or `.git/refs`) the environment made a link to a host directory reads as no HEAD at all.
+ */
 function readHead(ws: string): SnapshotManifest['head'] {
+  const none = { branch: null, commit: null };
+  const read = (...parts: string[]): string =>
+    readFileBeneath(ws, ['.git', ...parts], 1 << 20)
+      .toString('utf8')
+      .trim();
   try {
-    const head = readSmall(join(ws, '.git', 'HEAD'));
+    const head = read('HEAD');
     const ref = /^ref: (refs\/heads\/[A-Za-z0-9._\/-]+)$/.exec(head)?.[1];
-    if (ref?.split('/').some((c) => c === '..' || c === '.' || c === '')) return { branch: null, commit: null };
+    if (ref?.split('/').some((c) => c === '..' || c === '.' || c === '')) return none;
     if (!ref) return { branch: null, commit: /^[0-9a-f]{40}$/.test(head) ? head : null };
     let commit: string | null = null;
     try {
-      commit = readSmall(join(ws, '.git', ...ref.split('/')));
+      commit = read(...ref.split('/'));
     } catch {
-      const packed = readSmall(join(ws, '.git', 'packed-refs'));
-      commit = new RegExp(`^([0-9a-f]{40}) ${ref.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(packed)?.[1] ?? null;
+      try {
+        const packed = read('packed-refs');
+        commit = new RegExp(`^([0-9a-f]{40}) ${ref.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm').exec(packed)?.[1] ?? null;
+      } catch {
+        commit = null; // the branch is known, its commit is not
+      }
     }
     return { branch: ref.slice('refs/heads/'.length), commit: commit && /^[0-9a-f]{40}$/.test(commit) ? commit : null };
   } catch {
-    return { branch: null, commit: null };
+    return none;
   }
-}
-
-function readSmall(path: string): string {
-  const st = lstatSync(path);
-  if (!st.isFile() || st.size > 1 << 20) throw new Error('not a small regular file');
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    const b = Buffer.alloc(st.size);
-    const n = readSync(fd, b);
-    return b.subarray(0, n).toString('utf8').trim();
-  } finally {
-    closeSync(fd);
-  }
-}
-
-export function loadManifest(store: BlobStore, id: string): SnapshotManifest {
-  const m = /^sha256:([0-9a-f]{64})$/.exec(id);
-  if (!m) throw new BerthError('invalid_request', `invalid snapshot id ${id}`, 'snapshot ids look like sha256:<64 hex digits>');
-  let parsed: SnapshotManifest;
-  try {
-    parsed = JSON.parse(store.get(m[1]!).toString('utf8')) as SnapshotManifest;
-  } catch (err) {
-    if (err instanceof BerthError) throw err;
-    throw new BerthError('corrupt', `snapshot ${id.slice(0, 19)} is not a valid manifest`);
-  }
-  if (parsed.version !== 1 || !Array.isArray(parsed.entries) || !/^[0-9a-f]{40}$/.test(parsed.base)) {
-    throw new BerthError('corrupt', `snapshot ${id.slice(0, 19)} is not a valid manifest`);
-  }
-  return parsed;
-}
-
-/** Every blob a manifest needs, checked by hash before anything is written. */
-export function verifyBlobs(store: BlobStore, manifest: SnapshotManifest): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const e of manifest.entries) if (e.blob && !out.has(e.blob)) out.set(e.blob, store.get(e.blob));
-  return out;
 }
 
 /**
  * Writes a snapshot into a workspace that berth has just checked out itself (no environment
- * has touched it). No path component may be a symlink: a link committed in the repository
- * must not redirect a write outside the workspace.
+ * has touched it yet). Every write goes through no link, committed in the repository or made
+ * by the manifest itself, so none can land outside the workspace.
  */
 export function applyToFreshWorkspace(ws: string, manifest: SnapshotManifest, blobs: Map<string, Buffer>): void {
-  for (const e of manifest.entries) {
-    const rel = safeRelative(e.path);
-    const dest = join(ws, rel);
-    ensureParents(ws, rel);
-    if (e.kind === 'deleted') {
-      try {
-        unlinkSync(dest);
-      } catch {
-        /* already absent */
+  // Deletions first: a directory that became a file or a link is empty by the time it is replaced.
+  const deletions = manifest.entries.filter((e) => e.kind === 'deleted');
+  for (const e of [...deletions, ...manifest.entries.filter((e) => e.kind !== 'deleted')]) {
+    const parts = safeRelative(e.path).split(sep);
+    const name = parts.pop()!;
+    try {
+      if (e.kind === 'deleted') {
+        deleteBeneath(ws, parts, name);
+        continue;
       }
-      continue;
-    }
-    const data = blobs.get(e.blob!);
-    if (!data) throw new BerthError('corrupt', `snapshot is missing the content of ${e.path}`);
-    removeIfLink(dest);
-    if (e.kind === 'symlink') {
-      rmSync(dest, { force: true });
-      symlinkSync(data.toString('utf8'), dest);
-      continue;
-    }
-    const tmp = `${dest}.berth-${randomBytes(4).toString('hex')}`;
-    const fd = openSync(
-      tmp,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      e.kind === 'exec' ? 0o755 : 0o644,
-    );
-    try {
-      writeSync(fd, data);
-    } finally {
-      closeSync(fd);
-    }
-    chmodSync(tmp, e.kind === 'exec' ? 0o755 : 0o644);
-    renameSync(tmp, dest);
-  }
-}
-
-function ensureParents(ws: string, rel: string): void {
-  const parts = dirname(rel)
-    .split(sep)
-    .filter((p) => p && p !== '.');
-  let cur = ws;
-  for (const p of parts) {
-    cur = join(cur, p);
-    let st;
-    try {
-      st = lstatSync(cur);
-    } catch {
-      mkdirSync(cur);
-      continue;
-    }
-    if (st.isSymbolicLink()) throw new BerthError('corrupt', `snapshot writes through a symlink at ${cur.slice(ws.length + 1)}`);
-    if (!st.isDirectory()) {
-      rmSync(cur, { force: true });
-      mkdirSync(cur);
+      const data = blobs.get(e.blob!);
+      if (!data) throw new BerthError('corrupt', `snapshot is missing the content of ${e.path}`);
+      const dir = ConfinedDir.open(ws, parts, { create: true, replaceFiles: true });
+      try {
+        if (e.kind === 'symlink') dir.symlink(name, data);
+        else dir.writeFile(name, data, e.kind === 'exec' ? 0o755 : 0o644);
+      } finally {
+        dir.close();
+      }
+    } catch (err) {
+      if (!(err instanceof ConfinedPathError)) throw err;
+      if (err.reason === 'link') throw new BerthError('corrupt', `snapshot writes through a symlink at ${err.component}`);
+      throw new BerthError('corrupt', `snapshot cannot be applied at ${e.path}: ${err.message}`);
     }
   }
 }
 
-function removeIfLink(p: string): void {
+/** Removes `parts/name`, then the directories that emptied (git keeps no empty directory). */
+function deleteBeneath(ws: string, parts: string[], name: string): void {
+  let dir: ConfinedDir;
   try {
-    if (lstatSync(p).isSymbolicLink()) unlinkSync(p);
-  } catch {
-    /* absent */
+    dir = ConfinedDir.open(ws, parts);
+  } catch (err) {
+    if (err instanceof ConfinedPathError && (err.reason === 'missing' || err.reason === 'not_directory')) return;
+    throw err;
+  }
+  try {
+    if (dir.kind(name) === 'directory') return;
+    dir.remove(name);
+  } finally {
+    dir.close();
+  }
+  for (let i = parts.length; i > 0; i--) {
+    const up = ConfinedDir.open(ws, parts.slice(0, i - 1));
+    try {
+      if (!up.removeEmptyDir(parts[i - 1]!)) return;
+    } finally {
+      up.close();
+    }
   }
 }

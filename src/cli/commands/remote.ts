@@ -18,6 +18,7 @@ import { discoverEngine } from '../../engine/discovery.js';
 import type { Engine } from '../../engine/engine.js';
 import { registryFromEnv } from '../../remote/registry.js';
 import { cacheTarget, cacheVolumeName } from '../../workspace/cache-keys.js';
+import { validateManifest } from '../../workspace/manifest.js';
 import { cacheDir } from '../../toolchain/base-image.js';
 
 export async function cmdNode(argv: string[]): Promise<number> {
@@ -134,10 +135,15 @@ async function moveSnapshot(
   show: (message: string, fraction?: number) => void,
 ): Promise<SnapshotInfo & { transferred: { blobs: number; bytes: number }; head: { branch: string | null; commit: string | null } }> {
   const manifestBytes = await from.snapshotManifest(id);
-  const manifest = JSON.parse(manifestBytes.toString('utf8')) as {
-    entries: Array<{ blob?: string; size?: number }>;
-    head?: { branch: string | null; commit: string | null };
-  };
+  // The same check the receiving node makes, before anything moves: a manifest that names a
+  // path outside a workspace (or an invalid commit to fetch) stops here.
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(manifestBytes.toString('utf8'));
+  } catch {
+    throw new BerthError('corrupt', `snapshot ${id.slice(0, 19)} is not a valid manifest`);
+  }
+  const manifest = validateManifest(parsed, id.slice(0, 19));
   const hashes = [id.slice('sha256:'.length), ...new Set(manifest.entries.map((e) => e.blob).filter((b): b is string => !!b))];
   const missing = await to.missingBlobs(hashes);
   // A few blobs in flight at once: on a link with latency, one at a time is a round trip each.
@@ -163,7 +169,7 @@ async function moveSnapshot(
     env: meta.env,
     reason: meta.reason,
   });
-  return { ...info, transferred: { blobs: missing.length, bytes: moved }, head: manifest.head ?? { branch: null, commit: null } };
+  return { ...info, transferred: { blobs: missing.length, bytes: moved }, head: manifest.head };
 }
 
 export async function cmdEnter(argv: string[]): Promise<number> {
