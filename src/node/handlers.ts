@@ -174,7 +174,19 @@ export const HANDLERS: Handlers = {
     const r = parts.manager.store.put(data);
     return new Answer(r.added ? 201 : 200, { hash: r.hash, added: r.added });
   },
-  fetchRepo: ({ parts, body }) => fetchFromEnv(parts.manager.config.cacheRoot, body),
+  fetchRepo: async ({ parts, body, res }) => {
+    // A client that goes away ends the fetch and every process it started.
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableEnded) abort.abort();
+    };
+    res.once('close', onClose);
+    try {
+      return await fetchFromEnv(parts.manager.config.cacheRoot, body, abort.signal);
+    } finally {
+      res.off('close', onClose);
+    }
+  },
   listPools: async ({ parts }) => ({ pools: parts.pools.list() }),
   setPool: ({ parts, body }) => parts.pools.set(body),
   listTokens: async ({ parts }) => ({ tokens: parts.tokens.list() }),

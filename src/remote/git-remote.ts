@@ -16,29 +16,13 @@ import https from 'node:https';
 import { BlockList, isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { validateEnvName } from '../core/names.js';
 import { ensureMirror, git, isRemoteRepo, mirrorPath } from '../workspace/git.js';
 
-export const FetchRequest = z
-  .object({
-    repo: z.string().min(1).max(4096),
-    commits: z
-      .array(z.string().regex(/^[0-9a-f]{40}$/))
-      .min(1)
-      .max(16),
-    remote: z
-      .object({
-        url: z.string().max(2048),
-        token: z.string().max(4096).optional(),
-        ca: z.string().max(65_536).optional(),
-        env: z.string().max(63),
-      })
-      .strict(),
-  })
-  .strict();
-export type FetchRequest = z.infer<typeof FetchRequest>;
+import type { FetchRequest } from '../core/contract.js';
+
+export type { FetchRequest };
 
 const CLI = resolve(fileURLToPath(import.meta.url), '..', '..', 'cli', 'main.js');
 /** The node must answer `GET /v1/node` within this (connecting included). */
