@@ -191,11 +191,13 @@ function suite(engine: 'podman' | 'docker', extra: Record<string, string>, label
             await sleep(50);
           const taken: string[] = [];
           const leaked: string[] = [];
+          const unclear: string[] = [];
           for (let i = 0; i < 8; i++) {
             const r = await node.cli(['snap', 'b', '--json', ...(i % 2 ? ['--artifact', 'd'] : [])]);
             if (r.code !== 0) {
-              // Refusing is fine, with one clear line; carrying the host's files is not.
-              assert.match(oneLine(r.stderr), /^berth: /);
+              // Refusing is fine, with one clear line and the conflict code; carrying the host's files is not.
+              if (r.code !== 21 || !/^berth: the workspace changed while the snapshot read it[^\n]*\n?$/.test(r.stderr))
+                unclear.push(`exit ${r.code}: ${r.stderr.trim()}`);
               continue;
             }
             const s = JSON.parse(r.stdout) as SnapshotInfo;
@@ -207,6 +209,7 @@ function suite(engine: 'podman' | 'docker', extra: Record<string, string>, label
             await sleep(50);
           t.diagnostic(`while the environment swapped: ${taken.length} snapshot(s) taken, ${8 - taken.length} refused`);
           assert.deepEqual(leaked, [], `${leaked.length} of ${taken.length} snapshots carried the host's files`);
+          assert.deepEqual(unclear, [], 'a refused snapshot must say why, with the conflict code');
           // Now still: `d` is the link, and snapshot and artifact record it as a link.
           assert.equal((await sh('b', 'readlink d.l || readlink d')).trim(), files);
           await sh('b', 'if [ -L d.l ]; then mv d d.real && mv d.l d; fi');
