@@ -18,7 +18,7 @@ export interface AgentStream {
   onDrain(cb: () => void): void;
   endStdin(): void;
   signal(sig: string): void;
-  control(msg: { resize?: [number, number]; pause?: boolean; resume?: boolean; signal?: string }): void;
+  control(msg: { resize?: [number, number]; pause?: boolean; resume?: boolean; signal?: string; hangup?: boolean }): void;
 }
 
 export class AgentGoneError extends Error {

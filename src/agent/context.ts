@@ -14,6 +14,8 @@ export interface StreamHooks {
 
 export interface ControlMessage {
   signal?: string;
+  /** The daemon's word for "the client went away": end everything the command started. */
+  hangup?: boolean;
   resize?: [number, number];
   pause?: boolean;
   resume?: boolean;

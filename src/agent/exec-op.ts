@@ -106,10 +106,11 @@ export function runExec(ctx: OpContext, op: ExecOp): void {
   pump(cmd.stderr, Kind.Stderr);
   ctx.hooks.onControl = (msg) => {
     // A kill (SIGKILL, SIGTERM) or a hang-up (the daemon's word for "the client went away")
-    // ends everything the command started; any other signal (Ctrl-C's SIGINT) goes to the
-    // command's process group, as a terminal's would.
+    // ends everything the command started; any other signal (Ctrl-C's SIGINT, a SIGHUP the
+    // client passes on) goes to the command's process group, as a terminal's would.
+    if (msg.hangup) void cmd.end(GRACE_MS);
     if (msg.signal === 'SIGKILL') void cmd.end(0);
-    else if (msg.signal === 'SIGTERM' || msg.signal === 'SIGHUP') void cmd.end(GRACE_MS);
+    else if (msg.signal === 'SIGTERM') void cmd.end(GRACE_MS);
     else if (msg.signal) cmd.signal(msg.signal);
     if (msg.pause) {
       pausedByDaemon = true;

@@ -37,6 +37,8 @@ export interface RunningExec {
   onDrain(cb: () => void): void;
   endStdin(): void;
   signal(sig: string): void;
+  /** The client went away: the command and everything it started end. */
+  hangUp(): void;
   /** Flow control: stop and restart the command's output while a slow client catches up. */
   pause(): void;
   resume(): void;
@@ -104,6 +106,7 @@ export async function startExec(
     onDrain: (cb) => stream.onDrain(cb),
     endStdin: () => stream.endStdin(),
     signal: (s) => stream.signal(s),
+    hangUp: () => stream.control({ hangup: true }),
     pause: () => stream.control({ pause: true }),
     resume: () => stream.control({ resume: true }),
     result,

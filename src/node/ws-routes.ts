@@ -57,7 +57,7 @@ export function execOverWebSocket(o: WsContext, name: string, ws: WebSocket): vo
   };
   ws.on('close', () => {
     closed = true;
-    run?.signal('SIGHUP');
+    run?.hangUp();
   });
   ws.once('message', (first, isBinary) => {
     if (isBinary) return closeWith(ws, new BerthError('invalid_request', 'the first message must be the JSON exec request'));
@@ -88,7 +88,7 @@ export function execOverWebSocket(o: WsContext, name: string, ws: WebSocket): vo
           () => r.pause(),
           () => r.resume(),
         );
-        if (closed) return r.signal('SIGHUP');
+        if (closed) return r.hangUp();
         for (const d of early.splice(0)) onBinary(d);
         r.result.then(
           (result) => {
