@@ -128,7 +128,7 @@ export class Command {
 
   /** A signal for the command's own process group, as a terminal would send it. */
   signal(sig: string): void {
-    if (this.runnerExited) return;
+    if (this.runnerExited || this.commandEnded) return; // its pid may be another's by now
     if (this.pid === undefined) return void this.pendingSignals.push(sig);
     try {
       process.kill(-this.pid, sig);

@@ -167,6 +167,10 @@ export class TestNetwork {
     ip('link', 'add', net.bridge, 'type', 'bridge');
     ip('addr', 'add', `${net.gateway}/24`, 'dev', net.bridge);
     ip('link', 'set', net.bridge, 'up');
+    // With br_netfilter, traffic between two hosts on this bridge meets the filter table's
+    // FORWARD chain, whose policy dockerd sets to DROP: the test's own bridge is let through
+    // (this bridge only, and the rule goes with it).
+    spawnSync('iptables', ['-w', '5', '-I', 'FORWARD', '-i', net.bridge, '-o', net.bridge, '-j', 'ACCEPT'], { stdio: 'ignore' });
     return net;
   }
 
@@ -198,6 +202,7 @@ export class TestNetwork {
       spawnSync('ip', ['netns', 'del', h.ns]);
     }
     spawnSync('ip', ['link', 'del', this.bridge]);
+    spawnSync('iptables', ['-w', '5', '-D', 'FORWARD', '-i', this.bridge, '-o', this.bridge, '-j', 'ACCEPT'], { stdio: 'ignore' });
   }
 }
 

@@ -177,13 +177,15 @@ if (engine) {
       await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
       return (s.address() as net.AddressInfo).port;
     };
+    // Repository keys of this run only: a mirror found for one was made by this run.
+    const run = `${process.pid}-${Date.now()}`;
     const fetchBody = (url: string, key: string): unknown => ({
-      repo: `/nowhere/${key}`,
+      repo: `/nowhere/${run}/${key}`,
       commits: ['a'.repeat(40)],
       remote: { url, token: 'some-token', env: 'app' },
     });
     const noMirror = (key: string): void =>
-      assert.equal(existsSync(mirrorPath(cacheDir(node.env), `/nowhere/${key}`)), false, 'a mirror was made');
+      assert.equal(existsSync(mirrorPath(cacheDir(node.env), `/nowhere/${run}/${key}`)), false, 'a mirror was made');
 
     before(async () => {
       repo = makeRepo();
@@ -329,23 +331,26 @@ if (engine) {
       track(
         (async () => {
           await node.json(['new', 'app', '--repo', repo.path, '--network', 'none']);
-          const key = `real-${process.pid}-${Date.now()}`;
-          const r = await api(sock, 'POST', '/v1/repos/fetch', {
-            repo: `/nowhere/${key}`,
-            commits: [repo.main],
-            remote: { url: `http://127.0.0.1:${nodePort}`, token, env: 'app' },
-          });
-          assert.equal(r.status, 200, JSON.stringify(r.json));
-          assert.deepEqual(r.json.fetched, [repo.main]);
-          const wrong = await api(sock, 'POST', '/v1/repos/fetch', {
-            repo: `/nowhere/${key}-2`,
-            commits: [repo.main],
-            remote: { url: `http://127.0.0.1:${nodePort}`, token: 'wrong', env: 'app' },
-          });
-          assert.equal(wrong.status, 401, JSON.stringify(wrong.json));
-          noMirror(`${key}-2`);
-          await node.cli(['rm', '--discard', 'app']);
-          rmSync(mirrorPath(cacheDir(node.env), `/nowhere/${key}`), { recursive: true, force: true });
+          const mirror = mirrorPath(cacheDir(node.env), `/nowhere/${run}/real`);
+          try {
+            const r = await api(sock, 'POST', '/v1/repos/fetch', {
+              repo: `/nowhere/${run}/real`,
+              commits: [repo.main],
+              remote: { url: `http://127.0.0.1:${nodePort}`, token, env: 'app' },
+            });
+            assert.equal(r.status, 200, JSON.stringify(r.json));
+            assert.deepEqual(r.json.fetched, [repo.main]);
+            const wrong = await api(sock, 'POST', '/v1/repos/fetch', {
+              repo: `/nowhere/${run}/wrong-token`,
+              commits: [repo.main],
+              remote: { url: `http://127.0.0.1:${nodePort}`, token: 'wrong', env: 'app' },
+            });
+            assert.equal(wrong.status, 401, JSON.stringify(wrong.json));
+            noMirror('wrong-token');
+          } finally {
+            rmSync(mirror, { recursive: true, force: true });
+            await node.cli(['rm', '--discard', 'app']);
+          }
         })(),
       ));
   });
