@@ -134,6 +134,31 @@ for (const engine of testEngines()) {
         })(),
       ));
 
+    it('reads stdin no faster than the command takes it', () =>
+      track(
+        (async () => {
+          // The command reads nothing for 3 s. A client that read its stdin regardless would
+          // take in hundreds of MB meanwhile; this one stops while the node is backed up.
+          let fed = 0;
+          const chunk = Buffer.alloc(1 << 16, 0x7a);
+          const r = await berth(['exec', 'fast', '--', 'sh', '-c', 'sleep 3; head -c 1000 >/dev/null; echo done'], {
+            onStart: (child) => {
+              const stdin = child.stdin!;
+              const pump = (): void => {
+                while (!stdin.destroyed && stdin.writable) {
+                  fed += chunk.length;
+                  if (!stdin.write(chunk)) return void stdin.once('drain', pump);
+                }
+              };
+              pump();
+            },
+          });
+          assert.equal(r.path, 'native');
+          assert.deepEqual([r.code, r.stdout.toString(), r.stderr], [0, 'done\n', '']);
+          assert.ok(fed < 32 << 20, `the client took ${fed} bytes of stdin from a command that read 1000`);
+        })(),
+      ));
+
     it("gives the command's exit code and berth's one-line errors with their codes", () =>
       track(
         (async () => {
