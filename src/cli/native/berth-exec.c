@@ -250,8 +250,8 @@ static void write_all(struct session *s, int fd, const unsigned char *p, size_t 
     } else if (w < 0 && errno == EINTR) take_signals(s);
     else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       /* An output left non-blocking by whoever shares it: wait for room, and for signals. */
-      struct pollfd p[2] = {{fd, POLLOUT, 0}, {sigpipe_fds[0], POLLIN, 0}};
-      if (poll(p, 2, -1) > 0 && p[1].revents) take_signals(s);
+      struct pollfd room[2] = {{fd, POLLOUT, 0}, {sigpipe_fds[0], POLLIN, 0}};
+      if (poll(room, 2, -1) > 0 && room[1].revents) take_signals(s);
     } else reader_gone(s);
   }
 }
