@@ -1,9 +1,10 @@
 // What an agent's shell pays for one command: `berth exec ENV -- true` as a whole process
 // (bin/berth, which runs the native client), against the Node CLI doing the same
-// (BERTH_NATIVE=0), the engines' own CLIs (`docker exec CTR true`, `podman exec CTR true`) on the
-// same image, and `berth ls` and `berth describe`, with Node's own start-up for reference. All
-// on this machine, in this run; each sample is one process, from spawn to exit, as a Node
-// parent sees it (stdin /dev/null, stdout and stderr pipes).
+// (BERTH_NATIVE=0), the daemon's own round trip from inside this process (the floor under any
+// client), the engines' own CLIs (`docker exec CTR true`, `podman exec CTR true`) on the
+// same image, and `berth ls` and `berth describe`, with `/bin/true` and Node's own start-up
+// for reference. All on this machine, in this run; each sample is one process, from spawn to
+// exit, as a Node parent sees it (stdin /dev/null, stdout and stderr pipes).
 //
 //   node dist/bench/cli-latency.js [--n 200] [--warmup 20] [--node-n 30] [--peer-n 30]
 //        [--engines podman,docker] [--max-seconds 270]
@@ -14,7 +15,9 @@ import {
   engineList,
   type EngineName,
   guarded,
+  labelArgs,
   log,
+  onCleanup,
   mustRun,
   parseOptions,
   peerRatios,
@@ -25,8 +28,8 @@ import {
   runBench,
   series,
   setDeadline,
-  startIdleContainer,
   timed,
+  ulimitArgs,
 } from './lib.js';
 
 const opts = parseOptions({ n: 200, warmup: 20, 'node-n': 30, 'peer-n': 30, engines: 'podman,docker', 'max-seconds': 270 });
@@ -60,6 +63,15 @@ async function berthSeries(engine: EngineName, digest: string, repo: string): Pr
     const probe = await run(BERTH, exec, { env: { ...node.env, BERTH_TRACE: '1' } });
     if (probe.code !== 0 || !/native exec client/.test(probe.stderr))
       throw new Error(`bin/berth exec did not run through the native client (exit ${probe.code}): ${probe.stderr.trim()}`);
+    // The daemon's own round trip, from inside this process: the floor under any client.
+    const api = await series(`berth-api-exec-on-${engine}`, { n: opts.n, warmup: opts.warmup, budgetMs: 60_000 }, async () => {
+      const t0 = performance.now();
+      const r = await node.client.exec('bench', { argv: ['true'] });
+      const ms = performance.now() - t0;
+      if (r.exitCode !== 0) throw new Error(`exec true exited ${r.exitCode}`);
+      return ms;
+    });
+    results.push(api.row({ engine, how: 'NodeClient.exec in this process over the unix socket, keep-alive (no client process)' }));
     await processSeries(`berth-exec-native-on-${engine}`, opts.n, opts.warmup, BERTH, exec, node.env, {
       engine,
       how: 'bin/berth exec bench -- true (sh, then the native client)',
@@ -86,16 +98,29 @@ async function berthSeries(engine: EngineName, digest: string, repo: string): Pr
   }
 }
 
+/**
+ * A plain idle container of the image for the engines' exec CLIs. It has no network (exec does
+ * not use one), so the figure does not depend on the engine's bridge being there.
+ */
+async function startPeer(engine: EngineName, image: string): Promise<{ id: string; remove: () => Promise<void> }> {
+  const cli = ENGINE_CLI[engine];
+  const args = ['run', '-d', '--network', 'none', ...labelArgs(engine), ...ulimitArgs(), image, 'sleep', 'infinity'];
+  const id = (await mustRun(cli, args)).trim();
+  const rm = (): Promise<void> => mustRun(cli, ['rm', '-f', id], { cleanup: true }).then(() => undefined);
+  const unregister = onCleanup(`${engine} rm -f ${id.slice(0, 12)}`, rm);
+  return { id, remove: () => (unregister(), rm()) };
+}
+
 async function engineSeries(engine: EngineName, image: string): Promise<void> {
-  const ctr = await startIdleContainer(engine, image);
+  const peer = await startPeer(engine, image);
   try {
     const cli = ENGINE_CLI[engine];
-    await processSeries(`${engine}-exec-cli`, opts['peer-n'], 3, cli, ['exec', ctr.id, 'true'], process.env, {
+    await processSeries(`${engine}-exec-cli`, opts['peer-n'], 3, cli, ['exec', peer.id, 'true'], process.env, {
       engine,
-      how: `${cli} exec <container> true`,
+      how: `${cli} exec <container> true (the container has no network)`,
     });
   } finally {
-    await ctr.remove();
+    await peer.remove();
   }
 }
 
@@ -109,13 +134,17 @@ function summary(engines: EngineName[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const engine of engines) {
     const native = p50Of(`berth-exec-native-on-${engine}`);
+    const api = p50Of(`berth-api-exec-on-${engine}`);
+    const start = p50Of('process-start');
     const others = ['ls', 'describe'].map((c) => p50Of(`berth-${c}-on-${engine}`));
     out[engine] = {
       native_exec_p50_ms: native,
+      native_minus_in_process_api_p50_ms: native === null || api === null ? null : Math.round((native - api) * 1000) / 1000,
       node_cli_exec_p50_over_native_p50: ratio(p50Of(`berth-exec-node-cli-on-${engine}`), native),
       docker_exec_cli_p50_over_native_p50: ratio(p50Of('docker-exec-cli'), native),
       podman_exec_cli_p50_over_native_p50: ratio(p50Of('podman-exec-cli'), native),
       node_startup_p50_over_native_p50: ratio(p50Of('node-startup'), native),
+      native_minus_process_start_p50_ms: native === null || start === null ? null : Math.round((native - start) * 1000) / 1000,
       [`native_exec_p50_le_${EXEC_TARGET_MS}_ms`]: native === null ? null : native <= EXEC_TARGET_MS,
       [`ls_and_describe_p50_le_${OTHER_TARGET_MS}_ms`]: others.some((x) => x === null) ? null : others.every((x) => x! <= OTHER_TARGET_MS),
     };
@@ -127,6 +156,10 @@ runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
   const engines = engineList(opts.engines);
   const { digest, repo, tags } = await prepareEngineBench(report, opts, engines, results);
+  // References, not peers: what starting any process costs here, and what starting Node costs.
+  await guarded(results, 'process-start', {}, () =>
+    processSeries('process-start', opts.n, opts.warmup, '/bin/true', [], process.env, { how: '/bin/true (for reference)' }),
+  );
   await guarded(results, 'node-startup', {}, () =>
     processSeries('node-startup', opts['node-n'], 3, process.execPath, ['-e', '0'], process.env, { how: 'node -e 0 (for reference)' }),
   );
@@ -137,7 +170,7 @@ runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   // The peers are the engines' exec CLIs; berth's row is the native exec (ls, describe and the
   // Node CLI are berth's too, but not what is compared), and Node's start-up is only a reference.
   report.ratios = peerRatios(
-    results.filter((r) => r.name !== 'node-startup'),
+    results.filter((r) => r.name !== 'node-startup' && r.name !== 'process-start'),
     { berth: (r) => r.name.startsWith('berth-exec-native-'), extra: (b) => ({ berth: b.name }) },
   );
   report.summary = summary(engines);

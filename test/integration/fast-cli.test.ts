@@ -6,8 +6,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { BERTH, failureTracker, makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
 
 interface Seen {
@@ -129,6 +131,39 @@ for (const engine of testEngines()) {
           assert.equal(r.code, 0, r.stderr);
           assert.equal(r.stdout.toString(), `${createHash('sha256').update(data).digest('hex')}  -\n`);
           await both(['exec', 'fast', '--', 'sh', '-c', 'wc -c; cat'], { stdin: 'two\nlines\n' });
+        })(),
+      ));
+
+    it('reads stdin no faster than the command takes it', () =>
+      track(
+        (async () => {
+          // The command reads nothing for 3 s, then all of it. A client that read its stdin
+          // regardless would take the whole 64 MiB offered at once; this one stops while the
+          // node is backed up. (The command reads to the end: see the report about the agent.)
+          const offered = 64 << 20;
+          let fed = 0;
+          let fedWhileAsleep = -1;
+          const chunk = Buffer.alloc(1 << 16, 0x7a);
+          const r = await berth(['exec', 'fast', '--', 'sh', '-c', 'sleep 3; wc -c; echo done'], {
+            onStart: (child) => {
+              const stdin = child.stdin!;
+              setTimeout(() => (fedWhileAsleep = fed), 2000);
+              const pump = (): void => {
+                while (fed < offered) {
+                  fed += chunk.length;
+                  if (!stdin.write(chunk)) return void stdin.once('drain', pump);
+                }
+                stdin.end();
+              };
+              pump();
+            },
+          });
+          assert.equal(r.path, 'native');
+          assert.deepEqual([r.code, r.stdout.toString(), r.stderr], [0, `${offered}\ndone\n`, '']);
+          assert.ok(
+            fedWhileAsleep >= 0 && fedWhileAsleep < 32 << 20,
+            `the client took ${fedWhileAsleep} bytes while the command read none`,
+          );
         })(),
       ));
 
@@ -267,5 +302,78 @@ describe('the fast exec path hands over to the Node CLI', () => {
       assert.notEqual(fast.code, 0, args.join(' '));
       assert.match(fast.stderr, /^berth: .+\n$/);
     }
+  });
+});
+
+// The framing a real daemon seldom uses, from a WebSocket server of the test's own on a unix
+// socket: fragmented binary and text messages, a frame over 64 KiB, and a ping.
+describe('the native exec client speaks WebSocket', () => {
+  const home = mkdtempSync(join(tmpdir(), 'berth-fast-ws-'));
+  const wss = new WebSocketServer({ noServer: true });
+  const server = http.createServer((_req, res) => res.writeHead(404).end());
+  const seen: { path?: string; request?: string; pong?: string } = {};
+  const big = Buffer.alloc(200_000, 0x61);
+
+  before(async () => {
+    server.on('upgrade', (req, socket, head) => {
+      seen.path = req.url;
+      wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        ws.once('message', (first) => {
+          seen.request = String(first);
+          ws.once('pong', (data) => {
+            seen.pong = String(data);
+            ws.send(Buffer.from('\x01hel'), { binary: true, fin: false });
+            ws.send(Buffer.from('lo '), { binary: true, fin: false });
+            ws.send(Buffer.from('world\n'), { binary: true, fin: true });
+            ws.send(Buffer.concat([Buffer.of(1), big]));
+            ws.send(Buffer.from('\x02err\n'));
+            ws.send('{"exit":{"exitCode":', { fin: false });
+            ws.send('9,"signal":null,"timedOut":false}}', { fin: true });
+            ws.close();
+          });
+          ws.ping('are you there');
+        });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(join(home, 'berth.sock'), resolve));
+  });
+  after(async () => {
+    for (const c of wss.clients) c.terminate();
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('takes fragments, long frames and pings, and sends the request the Node CLI sends', async () => {
+    const args = [
+      'exec',
+      'fake',
+      '--env',
+      'B=2',
+      '--env',
+      'A=1',
+      '--env',
+      '7=x',
+      '--env',
+      'B=3',
+      '--cwd',
+      'src',
+      '--timeout',
+      '2.5',
+      '--',
+      'sh',
+      '-c',
+      'a "b"\n',
+    ];
+    const r = await runCli(BERTH, args, { ...process.env, BERTH_HOME: home, BERTH_NO_AUTOSTART: '1' });
+    assert.equal(r.path, 'native', r.trace.join(''));
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 9, stderr: 'err\n' });
+    assert.equal(r.stdout.toString(), 'hello world\n' + big.toString());
+    assert.equal(seen.path, '/v1/envs/fake/exec/ws');
+    assert.equal(seen.pong, 'are you there');
+    // What cmdExec writes for the same arguments: JSON.stringify's order and escaping.
+    const env: Record<string, string> = {};
+    for (const kv of ['B=2', 'A=1', '7=x', 'B=3']) env[kv.split('=')[0]!] = kv.split('=')[1]!;
+    const expected = JSON.stringify({ argv: ['sh', '-c', 'a "b"\n'], cwd: 'src', env, timeoutMs: 2500, interactiveStdin: true });
+    assert.equal(seen.request, expected);
   });
 });

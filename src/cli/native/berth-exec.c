@@ -204,7 +204,6 @@ struct session {
   struct ws_dec dec;
   int done;
   struct exec_final final;
-  const char *timeout;
 };
 
 static void flush(struct session *s) {
@@ -251,8 +250,8 @@ static void write_all(struct session *s, int fd, const unsigned char *p, size_t 
     } else if (w < 0 && errno == EINTR) take_signals(s);
     else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       /* An output left non-blocking by whoever shares it: wait for room, and for signals. */
-      struct pollfd p[2] = {{fd, POLLOUT, 0}, {sigpipe_fds[0], POLLIN, 0}};
-      if (poll(p, 2, -1) > 0 && p[1].revents) take_signals(s);
+      struct pollfd room[2] = {{fd, POLLOUT, 0}, {sigpipe_fds[0], POLLIN, 0}};
+      if (poll(room, 2, -1) > 0 && room[1].revents) take_signals(s);
     } else reader_gone(s);
   }
 }
@@ -407,8 +406,13 @@ static void refused(int sock, struct buf *in, size_t head_len, int status, long 
   die_wire(&w, status);
 }
 
-/* Upgrades the connection; returns how much of `in` past the response head is stream already. */
-static size_t handshake(int sock, const char *path, struct buf *in) {
+/*
+ * Upgrades the connection, with `first` (the exec request frame) sent right behind the upgrade
+ * request: the node reads it once the upgrade is done, and drops it with the connection when
+ * the upgrade is refused, so no round trip is spent waiting in between. Returns how much of
+ * `in` past the response head is stream already.
+ */
+static size_t handshake(int sock, const char *path, const struct buf *first, struct buf *in) {
   long deadline = now_ms() + HANDSHAKE_MS;
   char key[25], accept[29], got[64];
   ws_key(key);
@@ -419,6 +423,7 @@ static size_t handshake(int sock, const char *path, struct buf *in) {
   buf_str(&req, " HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
   buf_str(&req, key);
   buf_str(&req, "\r\n\r\n");
+  buf_add(&req, first->data + first->off, buf_pending(first));
   send_all(sock, (const char *)req.data, req.len, deadline);
   free(req.data);
   char *end;
@@ -467,13 +472,14 @@ int main(int argc, char **argv) {
   struct buf path = {0}, in = {0}, request = {0};
   exec_path(a.name, &path);
   buf_add(&path, "", 1);
-  size_t head_len = handshake(sock, (const char *)path.data, &in);
   int use_stdin = !isatty(STDIN_FILENO);
   exec_request(&a, use_stdin, &request);
+  struct buf first = {0};
+  ws_frame(&first, WS_TEXT, request.data, request.len, NULL, 0);
+  size_t head_len = handshake(sock, (const char *)path.data, &first, &in);
 
-  struct session s = {.sock = sock, .timeout = a.timeout};
+  struct session s = {.sock = sock};
   s.dec.tag = -1;
-  ws_frame(&s.out, WS_TEXT, request.data, request.len, NULL, 0);
   take_signals(&s); /* any caught during the handshake follow the request */
   stream(&s, use_stdin, in.data + head_len, in.len - head_len);
 
