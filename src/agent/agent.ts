@@ -68,6 +68,9 @@ function serve(sock: Socket): void {
       fail: (code, message) => ctx.respond({ ok: false, error: { code, message } }),
       onAbandon: (cb) => entry.abandon.push(cb),
       hold: (w) => {
+        // A reader already gone (a command that exited while its stdin still came) emits no
+        // drain or close any more: holding the connection for it would wedge every stream.
+        if (w.destroyed || w.writableFinished || w.closed) return;
         sock.pause();
         // Whichever comes first: the reader catches up, or it goes away without reading.
         const resume = (): void => {

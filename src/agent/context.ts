@@ -2,6 +2,7 @@
 // the frames the daemon sends on its stream.
 import { constants } from 'node:os';
 import type { AgentResponse } from './protocol.js';
+import type { Writable } from 'node:stream';
 
 export interface StreamHooks {
   onStdin?: (chunk: Buffer) => void;
@@ -37,7 +38,7 @@ export interface OpContext {
    * Stdin flow control: when a write into a slow reader returns false, stop reading the
    * connection until it drains, so the agent never holds more than one buffer of stdin.
    */
-  hold(w: NodeJS.WritableStream): void;
+  hold(w: Writable): void;
 }
 
 export function signalNumber(sig: string): number {

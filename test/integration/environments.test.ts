@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
 import type { EnvInfo } from '../../src/core/api.js';
 
@@ -253,6 +254,20 @@ for (const engine of testEngines()) {
           assert.ok(!existsSync(join(node.home, 'envs', env.id)));
           const gone = await node.cli(['describe', 'feat']);
           assert.equal(gone.code, 4);
+        })(),
+      ));
+
+    it('a command that exits while its stdin is still coming leaves the environment answering', () =>
+      track(
+        (async () => {
+          // `head` reads 3 MB and exits; the rest of 64 MiB keeps arriving after it has gone.
+          const gone = await node.cli(['exec', 'fix-login', '--', 'head', '-c', '3000000'], {
+            stdin: Buffer.alloc(64 * 1024 * 1024, 0x61),
+          });
+          assert.equal(gone.code, 0, gone.stderr);
+          const next = await Promise.race([node.cli(['exec', 'fix-login', '--', 'echo', 'still here']), sleep(30_000).then(() => null)]);
+          assert.ok(next, 'the environment stopped answering after a command left its stdin unread');
+          assert.equal(next.stdout, 'still here\n');
         })(),
       ));
 
