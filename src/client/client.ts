@@ -2,6 +2,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
 import type {
   BatchRequest,
@@ -27,7 +28,7 @@ import type {
   VerifyResult,
 } from '../core/api.js';
 import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type RouteSpec } from '../core/contract.js';
-import { BerthError } from '../core/errors.js';
+import { BerthError, typedError } from '../core/errors.js';
 import { BerthEvent } from '../core/events.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
 import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
@@ -39,6 +40,9 @@ export interface CallArgs<K extends RouteId> {
   body?: RequestOf<K>;
   signal?: AbortSignal;
 }
+
+/** How long an event stream that dropped keeps trying to reach its node again. */
+const RECONNECT_FOR_MS = 60_000;
 
 export interface ClientOptions {
   /** Unix socket of a local node. */
@@ -80,7 +84,7 @@ export class NodeClient {
   private readonly mod: typeof http | typeof https;
 
   constructor(private readonly o: ClientOptions) {
-    if (!o.socketPath && !o.url) throw new BerthError('usage', 'a node client needs a socket path or a URL');
+    if (!o.socketPath && !o.url) throw typedError('usage', 'a node client needs a socket path or a URL');
     const tls = o.url?.startsWith('https:') ?? false;
     this.agent = tls ? new https.Agent({ keepAlive: true, maxSockets: 64, ca: o.ca }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
     this.mod = tls ? https : http;
@@ -125,7 +129,7 @@ export class NodeClient {
             try {
               json = text ? JSON.parse(text) : undefined;
             } catch {
-              return reject(new BerthError('internal', `node answered HTTP ${res.statusCode} with a body that is not JSON`));
+              return reject(typedError('internal', `node answered HTTP ${res.statusCode} with a body that is not JSON`));
             }
             if ((res.statusCode ?? 500) >= 400) return reject(BerthError.fromWire((json as { error?: unknown })?.error, res.statusCode));
             resolve(json as T);
@@ -139,7 +143,7 @@ export class NodeClient {
           const reason: unknown = signal?.reason;
           if (reason instanceof Error && reason.name === 'TimeoutError') {
             return reject(
-              new BerthError('daemon_unreachable', `no answer from ${this.target} in time`, 'check that the node is up and reachable'),
+              typedError('daemon_unreachable', `no answer from ${this.target} in time`, 'check that the node is up and reachable'),
             );
           }
           return reject(err);
@@ -164,7 +168,7 @@ export class NodeClient {
     const r = spec.response.safeParse(raw);
     if (!r.success) {
       const issue = r.error.issues[0];
-      throw new BerthError(
+      throw typedError(
         'internal',
         `the node's answer to ${id} does not match the contract (${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'})`,
         'the node and this client are different versions; upgrade the older one',
@@ -240,11 +244,15 @@ export class NodeClient {
    */
   async *events(opts: { env?: string; since?: number; signal?: AbortSignal } = {}): AsyncGenerator<BerthEvent> {
     let last = opts.since;
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       const q = new URLSearchParams();
       if (opts.env) q.set('env', opts.env);
       if (last !== undefined) q.set('since', String(last));
-      const res = await this.open('GET', `${ROUTES.events.path}?${q.toString()}`, opts.signal);
+      const path = `${ROUTES.events.path}?${q.toString()}`;
+      // The first connection fails at once when no node answers; a later one (the node went
+      // away, a restart) is tried again for a while, from the last event seen.
+      const res = attempt === 0 ? await this.open('GET', path, opts.signal) : await this.reopen(path, opts.signal);
+      if (!res) return;
       let buf = '';
       let ended = false;
       try {
@@ -253,6 +261,9 @@ export class NodeClient {
           for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
             const block = buf.slice(0, i);
             buf = buf.slice(i + 2);
+            // Where a stream without `since` starts, so that a reconnect before any event misses none.
+            const start = /^: connected at event (\d+)$/m.exec(block);
+            if (start && last === undefined) last = Number(start[1]);
             const data = block
               .split('\n')
               .filter((l) => l.startsWith('data:'))
@@ -270,8 +281,22 @@ export class NodeClient {
         if (!(err instanceof Error) || !/aborted|ECONNRESET|socket hang up/.test(err.message)) throw err;
       }
       if (opts.signal?.aborted) return;
-      // The node went away (a restart): connect again from the last event seen.
-      if (ended) await new Promise((r) => setTimeout(r, 200));
+      if (ended) await sleep(200, undefined, { signal: opts.signal }).catch(() => undefined);
+    }
+  }
+
+  /** The event stream again after it dropped: tried for a minute while no node answers; undefined once `signal` aborts. */
+  private async reopen(path: string, signal?: AbortSignal): Promise<http.IncomingMessage | undefined> {
+    const t0 = Date.now();
+    for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+      if (signal?.aborted) return undefined;
+      try {
+        return await this.open('GET', path, signal);
+      } catch (err) {
+        if (signal?.aborted) return undefined;
+        if (!(err instanceof BerthError && err.code === 'daemon_unreachable') || Date.now() - t0 > RECONNECT_FOR_MS) throw err;
+      }
+      await sleep(wait, undefined, { signal }).catch(() => undefined);
     }
   }
 
@@ -300,7 +325,7 @@ export class NodeClient {
                 BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode),
               );
             } catch {
-              reject(new BerthError('internal', `node answered HTTP ${res.statusCode}`));
+              reject(typedError('internal', `node answered HTTP ${res.statusCode}`));
             }
           });
         },
@@ -335,7 +360,7 @@ export class NodeClient {
               try {
                 return reject(BerthError.fromWire((JSON.parse(data.toString('utf8')) as { error?: unknown }).error, res.statusCode));
               } catch {
-                return reject(new BerthError('internal', `node answered HTTP ${res.statusCode}`));
+                return reject(typedError('internal', `node answered HTTP ${res.statusCode}`));
               }
             }
             resolve(data);
@@ -586,7 +611,7 @@ export class NodeClient {
         }
         settled = true;
         const end = ExecEnd.safeParse(JSON.parse(buf.toString('utf8')));
-        if (!end.success) reject(new BerthError('internal', 'the node ended the command with a message outside the contract'));
+        if (!end.success) reject(typedError('internal', 'the node ended the command with a message outside the contract'));
         else if ('exit' in end.data) resolve(end.data.exit);
         else reject(BerthError.fromWire(end.data.error));
       });
@@ -598,7 +623,7 @@ export class NodeClient {
           try {
             reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
           } catch {
-            reject(new BerthError('internal', `node refused the stream (HTTP ${res.statusCode})`));
+            reject(typedError('internal', `node refused the stream (HTTP ${res.statusCode})`));
           }
         });
       });
@@ -658,7 +683,7 @@ function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, s
       try {
         reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
       } catch {
-        reject(new BerthError('internal', `node refused the stream (HTTP ${res.statusCode})`));
+        reject(typedError('internal', `node refused the stream (HTTP ${res.statusCode})`));
       }
     });
   });
@@ -673,7 +698,7 @@ function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, s
 }
 
 function unreachable(target: string, err: NodeJS.ErrnoException): BerthError {
-  return new BerthError(
+  return typedError(
     'daemon_unreachable',
     `no berth daemon answers at ${target} (${err.code ?? err.message})`,
     'start one with `berth daemon`, or run `berth up`',
@@ -681,7 +706,7 @@ function unreachable(target: string, err: NodeJS.ErrnoException): BerthError {
 }
 
 function interrupted(): BerthError {
-  return new BerthError(
+  return typedError(
     'interrupted',
     'the berth daemon stopped while handling the request',
     'run `berth ls` to see the state; the daemon cleans up half-made work when it starts again',

@@ -2,7 +2,7 @@
 // node API, with the verbs of the CLI.
 import { NodeClient } from '../client/client.js';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode, PoolInfo, PoolRequest, SnapshotInfo } from '../core/api.js';
-import { BerthError } from '../core/errors.js';
+import { typedError } from '../core/errors.js';
 import type { BerthEvent } from '../core/events.js';
 import type { TokenCreated, TokenInfo } from '../core/tokens.js';
 import { localSocketPath } from '../core/home.js';
@@ -67,7 +67,12 @@ export class Berth {
       return new Berth(client);
     }
     const client = await connectLocal({ autostart: opts.autostart !== false, quiet: true });
-    return opts.token ? new Berth(new NodeClient({ socketPath: localSocketPath(), token: opts.token })) : new Berth(client);
+    if (!opts.token) return new Berth(client);
+    // The node answers; the token's own client replaces the one that checked (its sockets closed).
+    client.close();
+    const scoped = new NodeClient({ socketPath: localSocketPath(), token: opts.token });
+    await scoped.node(AbortSignal.timeout(10_000));
+    return new Berth(scoped);
   }
 
   /** A new environment (claimed from a warm pool when one matches). */
@@ -134,7 +139,7 @@ export class Berth {
     const node = name.slice(0, slash);
     const env = name.slice(slash + 1);
     if (!node || !env || env.includes('/'))
-      throw new BerthError('invalid_name', `invalid environment name ${JSON.stringify(name)}`, 'use ENV or NODE/ENV');
+      throw typedError('invalid_name', `invalid environment name ${JSON.stringify(name)}`, 'use ENV or NODE/ENV');
     let c = this.remotes.get(node);
     if (!c) this.remotes.set(node, (c = clientFor(node)));
     return { client: c, env };

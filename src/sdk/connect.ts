@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BerthError, ERROR_TABLE, type ErrorCode } from '../core/errors.js';
+import { BerthError, ERROR_TABLE, typedError, type ErrorCode } from '../core/errors.js';
 import { NodeClient } from '../client/client.js';
 import { berthHome, localSocketPath } from '../core/home.js';
 
@@ -21,11 +21,7 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
   } catch (err) {
     if (!(err instanceof BerthError) || err.code !== 'daemon_unreachable') throw err;
     if (!opts.autostart || process.env.BERTH_NO_AUTOSTART === '1') {
-      throw new BerthError(
-        'daemon_unreachable',
-        `no berth daemon is running (${socketPath})`,
-        'start one with `berth daemon` or `berth up`',
-      );
+      throw typedError('daemon_unreachable', `no berth daemon is running (${socketPath})`, 'start one with `berth daemon` or `berth up`');
     }
   }
   const home = berthHome();
@@ -59,7 +55,7 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
         .reverse()
         .find((l) => l.startsWith('berth: ')) ?? '';
     const code = (Object.keys(ERROR_TABLE) as ErrorCode[]).find((k) => ERROR_TABLE[k].exit === exited);
-    if (code && last) throw new BerthError(code, `could not start a daemon: ${last.slice('berth: '.length)}`);
+    if (code && last) throw typedError(code, `could not start a daemon: ${last.slice('berth: '.length)}`);
   }
-  throw new BerthError('daemon_unreachable', `the daemon did not start`, `see ${logPath}`);
+  throw typedError('daemon_unreachable', `the daemon did not start`, `see ${logPath}`);
 }

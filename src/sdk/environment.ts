@@ -2,7 +2,7 @@
 // lifetime. Everything goes through the one client of the node API.
 import type { NodeClient } from '../client/client.js';
 import type { DescribeResult, EnvInfo, ExecTiming, Readiness, ServiceInfo, SnapshotInfo, VerifyResult } from '../core/api.js';
-import { BerthError } from '../core/errors.js';
+import { BerthError, typedError } from '../core/errors.js';
 import { parseReadiness } from '../core/readiness.js';
 
 export interface ExecOptions {
@@ -49,6 +49,16 @@ export interface ServiceOptions {
   signal?: AbortSignal;
 }
 
+/** A readiness check given as text, parsed here; a bad one is an error of its code's class, as the node's are. */
+function readiness(r: string | Readiness | undefined): Readiness | undefined {
+  if (typeof r !== 'string') return r;
+  try {
+    return parseReadiness(r);
+  } catch (err) {
+    throw err instanceof BerthError ? typedError(err.code, err.message, err.hint) : err;
+  }
+}
+
 /** A queue of chunks read as an async iterable; ends when the producer says so. */
 class Chunks implements AsyncIterable<Buffer> {
   private readonly queue: Buffer[] = [];
@@ -93,7 +103,7 @@ export class Environment implements AsyncDisposable {
 
   /** Runs a command to its end; output is returned whole (16 MiB at most). */
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecOutcome> {
-    if (!Array.isArray(argv) || argv.length === 0) throw new BerthError('usage', 'exec needs a command, as a list of arguments');
+    if (!Array.isArray(argv) || argv.length === 0) throw typedError('usage', 'exec needs a command, as a list of arguments');
     const r = await this.client.exec(
       this.name,
       {
@@ -118,7 +128,7 @@ export class Environment implements AsyncDisposable {
 
   /** Starts a command and hands it back running: stream its output, write to it, stop it. */
   spawn(argv: string[], opts: Omit<ExecOptions, 'stdin'> = {}): CommandHandle {
-    if (!Array.isArray(argv) || argv.length === 0) throw new BerthError('usage', 'spawn needs a command, as a list of arguments');
+    if (!Array.isArray(argv) || argv.length === 0) throw typedError('usage', 'spawn needs a command, as a list of arguments');
     const stdout = new Chunks();
     const stderr = new Chunks();
     const h = this.client.execStream(
@@ -153,13 +163,14 @@ export class Environment implements AsyncDisposable {
   };
 
   readonly services = {
-    start: (name: string, opts: ServiceOptions = {}): Promise<ServiceInfo> =>
+    // async, so that a readiness check that does not parse is a rejection, like every other error.
+    start: async (name: string, opts: ServiceOptions = {}): Promise<ServiceInfo> =>
       this.client.startService(
         this.name,
         {
           name,
           argv: opts.cmd,
-          ready: typeof opts.ready === 'string' ? parseReadiness(opts.ready) : opts.ready,
+          ready: readiness(opts.ready),
           readyTimeoutMs: opts.readyTimeoutMs,
           restart: opts.restart,
           cwd: opts.cwd,

@@ -1,7 +1,7 @@
 // The nodes this machine knows (berth node add), and NODE/ENV names resolved to a client.
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { BerthError } from '../core/errors.js';
+import { typedError } from '../core/errors.js';
 import { validateEnvName } from '../core/names.js';
 import { NodeClient } from '../client/client.js';
 import { berthHome } from '../core/home.js';
@@ -25,7 +25,7 @@ export function loadNodes(): Record<string, NodeEntry> {
   try {
     return (JSON.parse(readFileSync(file(), 'utf8')) as { nodes?: Record<string, NodeEntry> }).nodes ?? {};
   } catch {
-    throw new BerthError('invalid_request', `${file()} is not valid JSON`, 'fix or remove it');
+    throw typedError('invalid_request', `${file()} is not valid JSON`, 'fix or remove it');
   }
 }
 
@@ -40,20 +40,19 @@ export function saveNodes(nodes: Record<string, NodeEntry>): void {
 /** tcp://host:port -> http://host:port; tls://host:port -> https://host:port. */
 export function normalizeUrl(url: string): string {
   const m = /^(tcp|tls|http|https):\/\/([^/\s]+)\/?$/.exec(url.trim());
-  if (!m) throw new BerthError('usage', `invalid node address ${JSON.stringify(url)}`, 'use tcp://HOST:PORT or tls://HOST:PORT');
+  if (!m) throw typedError('usage', `invalid node address ${JSON.stringify(url)}`, 'use tcp://HOST:PORT or tls://HOST:PORT');
   return `${m[1] === 'tls' || m[1] === 'https' ? 'https' : 'http'}://${m[2]}`;
 }
 
 export function clientFor(nodeName: string): NodeClient {
   const n = loadNodes()[nodeName];
-  if (!n)
-    throw new BerthError('not_found', `no node named ${nodeName}`, 'add it with `berth node add NAME tcp://HOST:PORT --token-file FILE`');
+  if (!n) throw typedError('not_found', `no node named ${nodeName}`, 'add it with `berth node add NAME tcp://HOST:PORT --token-file FILE`');
   let token = n.token;
   if (!token && n.tokenFile) {
     try {
       token = readFileSync(n.tokenFile, 'utf8').trim();
     } catch {
-      throw new BerthError('unauthorized', `cannot read the token file ${n.tokenFile} for node ${nodeName}`);
+      throw typedError('unauthorized', `cannot read the token file ${n.tokenFile} for node ${nodeName}`);
     }
   }
   return new NodeClient({ url: n.url, token, ca: n.ca ? readFileSync(n.ca) : undefined });
@@ -74,7 +73,7 @@ export async function target(arg: string): Promise<Target> {
   const node = arg.slice(0, slash);
   const env = arg.slice(slash + 1);
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(node) || env.includes('/')) {
-    throw new BerthError(
+    throw typedError(
       'invalid_name',
       `invalid environment name ${JSON.stringify(arg)}`,
       'use ENV, or NODE/ENV with a node added by `berth node add`',
