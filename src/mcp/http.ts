@@ -16,7 +16,8 @@ export function mcpHttpHandler(socketPath: string): HttpHandler {
       res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: 'this MCP endpoint is stateless: POST only' }, id: null }));
       return;
     }
-    const berth = await Berth.connect({ socketPath, token });
+    // The daemon's own socket, directly: never a daemon started from inside the daemon.
+    const berth = await Berth.connect({ socketPath, token, autostart: false });
     const server = createMcpServer(berth);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {

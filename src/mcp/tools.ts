@@ -1,6 +1,8 @@
 // The MCP server's tools: the SDK's verbs, each with a schema for its arguments and a
-// structured result. A failed call is a tool error that says what to do; arguments that do
-// not fit the schema are a protocol error, and the session goes on.
+// structured result. A failed call is a tool error that says what to do; so are arguments that
+// do not fit the schema (the SDK's check, naming the argument, as MCP 2025-11-25 asks, so the
+// model can correct itself). A request that is not a tool call at all is a protocol error.
+// Either way the session goes on.
 import { randomBytes } from 'node:crypto';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -21,8 +23,15 @@ function ok(summary: string, structured: Record<string, unknown>): CallToolResul
   return { content: [{ type: 'text', text: summary }], structuredContent: structured };
 }
 
+/** What an agent on MCP can do about an error, where the node's hint names a command of the CLI. */
+function forMcp(e: BerthError): BerthError {
+  if (e.code === 'not_found' && /^no environment named /.test(e.message))
+    return new BerthError(e.code, e.message, 'make it with the create tool (or check the name create gave back)');
+  return e;
+}
+
 function failed(err: unknown): CallToolResult {
-  const e = err instanceof BerthError ? err : new BerthError('internal', err instanceof Error ? err.message : String(err));
+  const e = forMcp(err instanceof BerthError ? err : new BerthError('internal', err instanceof Error ? err.message : String(err)));
   return {
     isError: true,
     content: [{ type: 'text', text: `${e.code}: ${e.oneLine()}` }],
@@ -40,14 +49,18 @@ function guard<A>(fn: (args: A) => Promise<CallToolResult>): (args: A) => Promis
   };
 }
 
-/** Cuts a long output, keeping its end (where errors usually are). */
+/** The first byte at or after `i` that starts a UTF-8 character (continuation bytes are 10xxxxxx). */
+function charStart(data: Buffer, i: number): number {
+  while (i < data.length && (data[i]! & 0xc0) === 0x80) i++;
+  return i;
+}
+
+/** Cuts a long output, keeping its end (where errors usually are), from a whole character on. */
 function cut(text: string): { text: string; truncated: boolean; bytes: number } {
   const bytes = Buffer.byteLength(text);
   if (bytes <= OUTPUT_LIMIT) return { text, truncated: false, bytes };
-  const tail = Buffer.from(text)
-    .subarray(bytes - OUTPUT_LIMIT)
-    .toString('utf8');
-  return { text: tail, truncated: true, bytes };
+  const data = Buffer.from(text);
+  return { text: data.subarray(charStart(data, bytes - OUTPUT_LIMIT)).toString('utf8'), truncated: true, bytes };
 }
 
 export function createMcpServer(berth: Berth): McpServer {
@@ -170,7 +183,11 @@ export function createMcpServer(berth: Berth): McpServer {
       const env = await berth.get(a.env);
       const data = await env.files.readBytes(a.path);
       const start = a.offset ?? 0;
-      const slice = data.subarray(start, start + (a.length ?? OUTPUT_LIMIT * 4));
+      // A page ends before a character that does not fit whole (unless that leaves it empty).
+      const want = Math.min(data.length, start + (a.length ?? OUTPUT_LIMIT * 4));
+      let end = want;
+      while (end > start && end < data.length && (data[end]! & 0xc0) === 0x80) end--;
+      const slice = data.subarray(start, end > start ? end : want);
       const more = start + slice.length < data.length;
       return ok(
         slice.toString('utf8') +

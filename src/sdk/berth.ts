@@ -61,7 +61,8 @@ export class Berth {
       await client.node(AbortSignal.timeout(10_000));
       return new Berth(client);
     }
-    if (opts.socketPath && opts.socketPath !== localSocketPath()) {
+    // A socket named, and not the local node's own (or no daemon is to be started): that socket.
+    if (opts.socketPath && (opts.socketPath !== localSocketPath() || opts.autostart === false)) {
       const client = new NodeClient({ socketPath: opts.socketPath, token: opts.token });
       await client.node(AbortSignal.timeout(10_000));
       return new Berth(client);
