@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
 import type { Berth } from '../sdk/berth.js';
+import type { Environment } from '../sdk/environment.js';
 
 /** Output longer than this comes back cut, with where the rest is. */
 export const OUTPUT_LIMIT = 16 * 1024;
@@ -39,15 +40,12 @@ function failed(err: unknown): CallToolResult {
   };
 }
 
-function guard<A>(fn: (args: A) => Promise<CallToolResult>): (args: A) => Promise<CallToolResult> {
-  return async (args) => {
-    try {
-      return await fn(args);
-    } catch (err) {
-      return failed(err);
-    }
-  };
-}
+/**
+ * The environments a session has named, by name: a command costs one round trip, not two (an
+ * Environment is its name and its node's client, nothing that goes stale). Kept per token.
+ */
+export type EnvCache = Map<string, Environment>;
+const ENV_CACHE_MAX = 256;
 
 /** The first byte at or after `i` that starts a UTF-8 character (continuation bytes are 10xxxxxx). */
 function charStart(data: Buffer, i: number): number {
@@ -63,7 +61,28 @@ function cut(text: string): { text: string; truncated: boolean; bytes: number } 
   return { text: data.subarray(charStart(data, bytes - OUTPUT_LIMIT)).toString('utf8'), truncated: true, bytes };
 }
 
-export function createMcpServer(berth: Berth): McpServer {
+export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpServer {
+  const envOf = async (name: string): Promise<Environment> => {
+    const known = envs.get(name);
+    if (known) return known;
+    const env = await berth.get(name);
+    if (envs.size >= ENV_CACHE_MAX) envs.delete(envs.keys().next().value!);
+    envs.set(name, env);
+    return env;
+  };
+  /** A tool's body, its errors made tool errors; an environment that is gone is forgotten. */
+  const guard =
+    <A>(fn: (args: A) => Promise<CallToolResult>): ((args: A) => Promise<CallToolResult>) =>
+    async (args) => {
+      try {
+        return await fn(args);
+      } catch (err) {
+        const env = (args as { env?: unknown }).env;
+        if (err instanceof BerthError && err.code === 'not_found' && typeof env === 'string') envs.delete(env);
+        return failed(err);
+      }
+    };
+
   const server = new McpServer(
     { name: 'berth', version: VERSION },
     {
@@ -106,7 +125,7 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const env = await berth.get(a.env);
+      const env = await envOf(a.env);
       const r = await env.exec(a.argv, { cwd: a.cwd, timeoutMs: a.timeoutMs, stdin: a.stdin });
       const out = cut(r.stdout);
       const err = cut(r.stderr);
@@ -147,13 +166,8 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const r = await berth.client.batch(a.env, { steps: a.steps, stopOnError: a.stopOnError });
-      const steps = r.steps.map((s) => ({
-        argv: s.argv,
-        exitCode: s.exitCode,
-        stdout: cut(Buffer.from(s.stdout, 'base64').toString('utf8')).text,
-        stderr: cut(Buffer.from(s.stderr, 'base64').toString('utf8')).text,
-      }));
+      const r = await (await envOf(a.env)).batch(a.steps, { stopOnError: a.stopOnError });
+      const steps = r.steps.map((s) => ({ argv: s.argv, exitCode: s.exitCode, stdout: cut(s.stdout).text, stderr: cut(s.stderr).text }));
       return ok(`${r.completed} of ${a.steps.length} steps ran; exit ${r.exitCode}`, {
         exitCode: r.exitCode,
         completed: r.completed,
@@ -180,7 +194,7 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const env = await berth.get(a.env);
+      const env = await envOf(a.env);
       const data = await env.files.readBytes(a.path);
       const start = a.offset ?? 0;
       // A page ends before a character that does not fit whole (unless that leaves it empty).
@@ -210,7 +224,7 @@ export function createMcpServer(berth: Berth): McpServer {
       inputSchema: { env: name, path: z.string().min(1).max(4096), content: z.string() },
     },
     guard(async (a) => {
-      const env = await berth.get(a.env);
+      const env = await envOf(a.env);
       const r = await env.files.write(a.path, a.content);
       return ok(`wrote ${r.bytes} bytes to ${r.path}`, r);
     }),
@@ -220,7 +234,7 @@ export function createMcpServer(berth: Berth): McpServer {
     'list_files',
     { description: 'List a directory inside an environment.', inputSchema: { env: name, path: z.string().min(1).max(4096).optional() } },
     guard(async (a) => {
-      const env = await berth.get(a.env);
+      const env = await envOf(a.env);
       const entries = await env.files.list(a.path ?? '/workspace');
       return ok(entries.map((e) => `${e.type === 'dir' ? 'd' : e.type === 'symlink' ? 'l' : '-'} ${e.size}\t${e.name}`).join('\n'), {
         entries,
@@ -240,7 +254,7 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const env = await berth.get(a.env);
+      const env = await envOf(a.env);
       const s = await env.services.start(a.service, { cmd: a.cmd, ready: a.ready });
       return ok(`${s.name} ${s.state}${s.readyMs !== null ? ` in ${s.readyMs} ms` : ''}${s.reason ? `: ${s.reason}` : ''}`, { service: s });
     }),
@@ -250,7 +264,7 @@ export function createMcpServer(berth: Berth): McpServer {
     'service_stop',
     { description: 'Stop a service.', inputSchema: { env: name, service: z.string().min(1).max(63) } },
     guard(async (a) => {
-      const s = await (await berth.get(a.env)).services.stop(a.service);
+      const s = await (await envOf(a.env)).services.stop(a.service);
       return ok(`${s.name} ${s.state}`, { service: s });
     }),
   );
@@ -271,7 +285,7 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const text = await (await berth.get(a.env)).services.logs(a.service, { tailBytes: a.tailBytes ?? OUTPUT_LIMIT });
+      const text = await (await envOf(a.env)).services.logs(a.service, { tailBytes: a.tailBytes ?? OUTPUT_LIMIT });
       const c = cut(text);
       return ok(c.text, { service: a.service, log: c.text, truncated: c.truncated });
     }),
@@ -290,7 +304,7 @@ export function createMcpServer(berth: Berth): McpServer {
       },
     },
     guard(async (a) => {
-      const r = await (await berth.get(a.env)).verify({ http: a.http, screenshot: a.screenshot, test: a.test });
+      const r = await (await envOf(a.env)).verify({ http: a.http, screenshot: a.screenshot, test: a.test });
       return ok(r.verified ? 'verified' : `not verified:\n${r.failures.join('\n')}`, r);
     }),
   );
@@ -302,7 +316,7 @@ export function createMcpServer(berth: Berth): McpServer {
       inputSchema: { env: name },
     },
     guard(async (a) => {
-      const d = await (await berth.get(a.env)).describe();
+      const d = await (await envOf(a.env)).describe();
       return ok(`${d.name}: ${d.state}, ${d.os?.name ?? ''}, commit ${d.commit.slice(0, 12)}`, d);
     }),
   );
@@ -314,7 +328,7 @@ export function createMcpServer(berth: Berth): McpServer {
       inputSchema: { env: name, artifacts: z.array(z.string()).max(100).optional() },
     },
     guard(async (a) => {
-      const s = await (await berth.get(a.env)).snapshot({ artifacts: a.artifacts });
+      const s = await (await envOf(a.env)).snapshot({ artifacts: a.artifacts });
       return ok(`snapshot ${s.id} (${s.files} files)`, { snapshot: s });
     }),
   );
@@ -339,7 +353,7 @@ export function createMcpServer(berth: Berth): McpServer {
       tool,
       { description, inputSchema: { env: name } },
       guard(async (a) => {
-        const env = await berth.get(a.env);
+        const env = await envOf(a.env);
         const info = verb === 'pause' ? await env.pause() : await env.resume();
         return ok(`${info.name} ${info.state}`, { env: info });
       }),
@@ -353,7 +367,8 @@ export function createMcpServer(berth: Berth): McpServer {
       inputSchema: { env: name, discard: z.boolean().optional() },
     },
     guard(async (a) => {
-      const r = await (await berth.get(a.env)).remove({ discard: a.discard });
+      const r = await (await envOf(a.env)).remove({ discard: a.discard });
+      envs.delete(a.env);
       return ok(`removed ${a.env}${r.snapshot ? `; its work is in ${r.snapshot}` : ''}`, { removed: a.env, snapshot: r.snapshot });
     }),
   );

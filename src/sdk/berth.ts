@@ -1,11 +1,13 @@
 // The TypeScript SDK: `import { Berth } from 'berth'`. A thin layer over the one client of the
 // node API, with the verbs of the CLI.
+import { resolve as resolvePath } from 'node:path';
 import { NodeClient } from '../client/client.js';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode, PoolInfo, PoolRequest, SnapshotInfo } from '../core/api.js';
 import { typedError } from '../core/errors.js';
 import type { BerthEvent } from '../core/events.js';
 import type { TokenCreated, TokenInfo } from '../core/tokens.js';
 import { localSocketPath } from '../core/home.js';
+import { isRemoteRepo } from '../core/repo.js';
 import { connectLocal } from './connect.js';
 import { clientFor } from './nodes.js';
 import { Environment } from './environment.js';
@@ -80,7 +82,7 @@ export class Berth {
   async create(opts: CreateOptions): Promise<Environment> {
     const req: CreateEnvRequest = {
       name: opts.name,
-      repo: opts.repo,
+      repo: this.repoPath(opts.repo),
       ref: opts.ref,
       toolchain: opts.toolchain,
       agent: opts.agent,
@@ -96,6 +98,15 @@ export class Berth {
     };
     const info = await this.client.createEnv(req, opts.signal);
     return new Environment(this.client, info.name, info);
+  }
+
+  /**
+   * A path names a directory as this program sees it, as on the command line: relative to its
+   * working directory when the node is local (a remote node's paths are its own).
+   */
+  private repoPath(repo: string | undefined): string | undefined {
+    if (repo === undefined || isRemoteRepo(repo) || !this.client.target.startsWith('unix://')) return repo;
+    return resolvePath(repo);
   }
 
   /** `ENV` on this node, or `NODE/ENV` on a node added with `berth node add`. */

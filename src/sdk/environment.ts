@@ -25,6 +25,22 @@ export interface ExecOutcome {
   timing: ExecTiming;
 }
 
+export interface BatchStep {
+  argv: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+}
+
+/** Each step of a batch as it ran (output decoded; 1 MiB per stream per step at most). */
+export interface BatchOutcome {
+  steps: Array<Omit<ExecOutcome, 'timing'> & { argv: string[]; error?: { code: string; message: string } }>;
+  /** How many steps ran. */
+  completed: number;
+  /** The exit code of the last step that ran. */
+  exitCode: number;
+}
+
 /** A command that runs on: its output as it comes, its input, and its end. */
 export interface CommandHandle {
   readonly stdout: AsyncIterable<Buffer>;
@@ -123,6 +139,26 @@ export class Environment implements AsyncDisposable {
       stderr: Buffer.from(r.stderr, 'base64').toString('utf8'),
       truncated: r.truncated,
       timing: r.timing,
+    };
+  }
+
+  /** Many commands in one round trip, in order; stops at the first that fails unless `stopOnError` is false. */
+  async batch(steps: BatchStep[], opts: { stopOnError?: boolean; signal?: AbortSignal } = {}): Promise<BatchOutcome> {
+    if (!Array.isArray(steps) || steps.length === 0) throw typedError('usage', 'batch needs at least one step');
+    const r = await this.client.batch(this.name, { steps, stopOnError: opts.stopOnError }, opts.signal);
+    return {
+      steps: r.steps.map((x) => ({
+        argv: x.argv,
+        exitCode: x.exitCode,
+        signal: x.signal,
+        timedOut: x.timedOut,
+        stdout: Buffer.from(x.stdout, 'base64').toString('utf8'),
+        stderr: Buffer.from(x.stderr, 'base64').toString('utf8'),
+        truncated: x.truncated,
+        ...(x.error ? { error: x.error } : {}),
+      })),
+      completed: r.completed,
+      exitCode: r.exitCode,
     };
   }
 

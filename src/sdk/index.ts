@@ -1,6 +1,14 @@
 // The package's own export: `import { Berth } from 'berth'`.
 export { Berth, type ConnectOptions, type CreateOptions } from './berth.js';
-export { Environment, type CommandHandle, type ExecOptions, type ExecOutcome, type ServiceOptions } from './environment.js';
+export {
+  Environment,
+  type BatchOutcome,
+  type BatchStep,
+  type CommandHandle,
+  type ExecOptions,
+  type ExecOutcome,
+  type ServiceOptions,
+} from './environment.js';
 export { NodeClient, type ClientOptions } from '../client/client.js';
 export {
   BerthError,

@@ -148,6 +148,25 @@ if (engine) {
         })(),
       ));
 
+    it('NODE/ENV: every tool reaches an environment on a node added with `berth node add`', () =>
+      track(
+        (async () => {
+          // This same node, added by name over TCP: a name with a node in it goes that way.
+          const added = await node.cli(['node', 'add', 'self', `tcp://127.0.0.1:${port}`, '--token-file', join(node.home, 'token')]);
+          assert.equal(added.code, 0, added.stderr);
+          const one = await call(client, 'exec', { env: 'self/m1', argv: ['cat', 'notes/n.txt'] });
+          assert.equal(structured<{ stdout: string }>(one).stdout, 'noted\n', one.text);
+          const many = await call(client, 'batch', { env: 'self/m1', steps: [{ argv: ['echo', 'a'] }, { argv: ['echo', 'b'] }] });
+          assert.ok(!many.isError, many.text);
+          assert.deepEqual(
+            structured<{ steps: Array<{ stdout: string }> }>(many).steps.map((x) => x.stdout),
+            ['a\n', 'b\n'],
+          );
+          const d = await call(client, 'describe', { env: 'self/m1' });
+          assert.equal(structured<{ name: string }>(d).name, 'm1');
+        })(),
+      ));
+
     it('a long output is cut to its end, and the whole of it is paged with read_file', () =>
       track(
         (async () => {

@@ -3,7 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import {
   Berth,
   BerthError,
@@ -352,7 +352,14 @@ for (const engine of testEngines().slice(0, 1)) {
           process.env.BERTH_NO_AUTOSTART = '1';
           try {
             using local = await Berth.connect();
-            await using env = await local.create({ name: 'sdk-conn', repo: repo.path, agent: 'a1' });
+            // A relative path is the program's, as on the command line (not the daemon's).
+            const cwd = process.cwd();
+            process.chdir(dirname(repo.path));
+            const made = local.create({ name: 'sdk-conn', repo: `./${basename(repo.path)}`, agent: 'a1' });
+            made.finally(() => process.chdir(cwd)).catch(() => undefined);
+            await using env = await made;
+            assert.equal(env.info.repo, repo.path);
+            assert.equal(env.info.commit, repo.main);
             const token = readFileSync(join(node.home, 'token'), 'utf8').trim();
             using remote = await Berth.connect({ url: `tcp://127.0.0.1:${port}`, token });
             assert.equal((await (await remote.get(env.name)).exec(['echo', 'over tcp'])).stdout, 'over tcp\n');
