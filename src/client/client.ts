@@ -317,17 +317,7 @@ export class NodeClient {
         },
         (res) => {
           if ((res.statusCode ?? 500) < 400) return resolve(res);
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            try {
-              reject(
-                BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode),
-              );
-            } catch {
-              reject(typedError('internal', `node answered HTTP ${res.statusCode}`));
-            }
-          });
+          refusal(res, `node answered HTTP ${res.statusCode}`).then(reject, reject);
         },
       );
       req.on('error', (err: NodeJS.ErrnoException) => reject(err.name === 'AbortError' ? err : unreachable(this.target, err)));
@@ -616,16 +606,10 @@ export class NodeClient {
         else reject(BerthError.fromWire(end.data.error));
       });
       ws.on('unexpected-response', (_req, res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
+        refusal(res, `node refused the stream (HTTP ${res.statusCode})`).then((e) => {
           settled = true;
-          try {
-            reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
-          } catch {
-            reject(typedError('internal', `node refused the stream (HTTP ${res.statusCode})`));
-          }
-        });
+          reject(e);
+        }, reject);
       });
       ws.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
@@ -675,17 +659,25 @@ export class NodeClient {
   }
 }
 
-function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, settled: () => boolean): void {
-  ws.on('unexpected-response', (_req, res) => {
+/** The error a refusing answer carries (its JSON `error`), or `fallback` when it carries none. */
+function refusal(res: http.IncomingMessage, fallback: string): Promise<BerthError> {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', () => resolve(typedError('internal', fallback)));
     res.on('end', () => {
       try {
-        reject(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
+        resolve(BerthError.fromWire((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: unknown }).error, res.statusCode));
       } catch {
-        reject(typedError('internal', `node refused the stream (HTTP ${res.statusCode})`));
+        resolve(typedError('internal', fallback));
       }
     });
+  });
+}
+
+function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, settled: () => boolean): void {
+  ws.on('unexpected-response', (_req, res) => {
+    refusal(res, `node refused the stream (HTTP ${res.statusCode})`).then(reject, reject);
   });
   ws.on('error', (err: NodeJS.ErrnoException) => {
     if (settled()) return;
