@@ -2,6 +2,7 @@
 // used and removed the way a program would, and the node's event stream as a subscriber sees it.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import {
@@ -13,7 +14,7 @@ import {
   type BerthEvent,
   type CommandHandle,
 } from '../../src/sdk/index.js';
-import { failureTracker, makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
+import { BERTH, failureTracker, makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
 
 /** Lines of a command's output as they come. */
 async function* lines(chunks: AsyncIterable<Buffer>): AsyncGenerator<string> {
@@ -398,6 +399,31 @@ for (const engine of testEngines().slice(0, 1)) {
               else process.env[k] = v;
             }
           }
+        })(),
+      ));
+
+    it('`berth events`: the same stream on the command line; a reader that goes away ends it quietly', () =>
+      track(
+        (async () => {
+          await using env = await berth.create({ name: 'sdk-cli-events', repo: repo.path });
+          await env.exec(['sh', '-c', 'exit 3']);
+          const child = spawn(process.execPath, [BERTH, 'events', '--env', env.name, '--since', '0', '--json'], {
+            env: node.env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
+          let stderr = '';
+          child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+          const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+          // Its first lines, then the reader goes (as `| head -1` does), and more events come.
+          const first = await new Promise<string>((resolve) => child.stdout.once('data', (c: Buffer) => resolve(c.toString())));
+          const e = JSON.parse(first.split('\n')[0]!) as BerthEvent;
+          assert.equal(e.type, 'env.created');
+          child.stdout.destroy();
+          let code: number | null | undefined;
+          void exited.then((c) => (code = c));
+          for (let i = 0; i < 200 && code === undefined; i++) await env.exec(['true']);
+          assert.equal(await exited, 0, stderr);
+          assert.equal(stderr, '');
         })(),
       ));
 

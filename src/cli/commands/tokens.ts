@@ -97,8 +97,14 @@ export async function cmdEvents(argv: string[]): Promise<number> {
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());
+  // A reader that goes away (`berth events | head`) ends the stream, quietly.
+  const gone = (err: NodeJS.ErrnoException): void => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') stop.abort();
+  };
+  process.stdout.on('error', gone);
   try {
     for await (const e of t.client.events({ env: t.env, since: since === undefined ? undefined : Number(since), signal: stop.signal })) {
+      if (stop.signal.aborted) break;
       process.stdout.write(bool(p, 'json') ? JSON.stringify(e) + '\n' : line(e) + '\n');
     }
   } finally {
