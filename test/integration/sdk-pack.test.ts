@@ -157,7 +157,11 @@ if (engine) {
             }),
           );
           const tsc = await run(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: proj, timeoutMs: 180_000 });
-          assert.equal(tsc.code, 0, `the installed types do not check:\n${tsc.stdout}${tsc.stderr}`);
+          assert.equal(
+            tsc.code,
+            0,
+            `the installed types do not check (a package their declarations import must be a dependency, not a devDependency):\n${tsc.stdout}${tsc.stderr}`,
+          );
           // And a mistake is caught by them (the check is not vacuous).
           writeFileSync(join(proj, 'program.ts'), `${TYPED}\nexport const wrong: number = (await Berth.connect()).list();\n`);
           const bad = await run(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: proj, timeoutMs: 180_000 });
