@@ -11,6 +11,7 @@ import {
   ForbiddenError,
   NotFoundError,
   UnauthorizedError,
+  UnavailableError,
   type BerthEvent,
   type CommandHandle,
 } from '../../src/sdk/index.js';
@@ -375,6 +376,9 @@ for (const engine of testEngines()) {
               Berth.connect({ url: `http://127.0.0.1:${port}`, token: 'berth_0123456789abcdef_' + 'x'.repeat(32) }),
               UnauthorizedError,
             );
+            // No node there: an UnavailableError, whichever way it is reached.
+            await assert.rejects(Berth.connect({ socketPath: join(node.home, 'no-such.sock') }), UnavailableError);
+            await assert.rejects(Berth.connect({ url: 'http://127.0.0.1:1' }), UnavailableError);
             // An agent's token reaches that agent's environments only.
             const a2 = await local.tokens.create({ agent: 'a2' });
             using asA2 = await Berth.connect({ url: `http://127.0.0.1:${port}`, token: a2.token });
