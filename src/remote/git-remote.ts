@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BerthError } from '../core/errors.js';
 import { validateEnvName } from '../core/names.js';
-import { ensureMirror, git, isRemoteRepo, mirrorPath } from '../workspace/git.js';
+import { ensureMirror, hasCommit, isRemoteRepo, mirrorPath } from '../workspace/git.js';
 
 import type { FetchRequest } from '../core/contract.js';
 
@@ -59,15 +59,6 @@ export async function fetchFromEnv(
     throw err;
   }
   return { fetched: want, present };
-}
-
-async function hasCommit(mirror: string, commit: string): Promise<boolean> {
-  try {
-    await git(['-C', mirror, 'cat-file', '-e', `${commit}^{commit}`]);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function isEmptyMirror(mirror: string): boolean {

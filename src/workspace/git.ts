@@ -143,7 +143,8 @@ export async function resolveRepo(repo: string, ref: string | undefined, cacheRo
   return { repo: normalized, remote, commit, mirror };
 }
 
-async function hasCommit(mirror: string, commit: string): Promise<boolean> {
+/** Whether the mirror holds this commit. */
+export async function hasCommit(mirror: string, commit: string): Promise<boolean> {
   try {
     await git(['-C', mirror, 'cat-file', '-e', `${commit}^{commit}`]);
     return true;
