@@ -14,4 +14,7 @@ cc -O2 -Wall -o dist/src/agent/berth-pty src/agent/pty/berth-pty.c -lutil
 cc -O2 -Wall -static -o dist/src/agent/berth-run src/agent/run/berth-run.c 2>/dev/null ||
   cc -O2 -Wall -o dist/src/agent/berth-run src/agent/run/berth-run.c
 node dist/src/cli/native/error-table.js > dist/src/cli/native/error-table.h
-cc -O2 -Wall -I dist/src/cli/native -o dist/src/cli/native/berth-exec src/cli/native/*.c -lm
+# Static too where it can be: every `berth exec` starts it, and the loader's work is most of a
+# small program's start.
+cc -O2 -Wall -static -I dist/src/cli/native -o dist/src/cli/native/berth-exec src/cli/native/*.c -lm 2>/dev/null ||
+  cc -O2 -Wall -I dist/src/cli/native -o dist/src/cli/native/berth-exec src/cli/native/*.c -lm
