@@ -85,12 +85,17 @@ export class Http1Pool {
         }
         if (answer) finish(undefined, answer, parser.reusable);
       };
-      const onError = (err: Error): void => finish(new Http1Error(connected ? 'after-send' : 'connect', err));
+      // An error (a node that answered and closed before taking the whole body: EPIPE) is
+      // judged when the connection closes, which follows it: an answer read by then stands.
+      let failure: Http1Error | undefined;
+      const onError = (err: Error): void => {
+        failure ??= new Http1Error(connected ? 'after-send' : 'connect', err);
+      };
       const onClose = (): void => {
         const answer = parser.end();
-        if (answer) finish(undefined, answer);
-        else
-          finish(new Http1Error(connected ? 'after-send' : 'connect', Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })));
+        if (answer) return finish(undefined, answer);
+        const hangUp = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+        finish(failure ?? new Http1Error(connected ? 'after-send' : 'connect', hangUp));
       };
       const onAbort = (): void => finish(new Http1Error('abort', abortError(signal!)));
       socket.on('connect', onConnect);
