@@ -14,6 +14,8 @@ import { streamEvents } from './events-stream.js';
 import { Answer, HANDLERS, type HandlerCtx, type NodeParts } from './handlers.js';
 import { parse, readJson, reply, replyError, type Reply } from './http-io.js';
 import { checkAccess } from './scope.js';
+import { takenOverError } from '../core/supervision.js';
+import { leaseOf } from '../env/supervision.js';
 import { bearerToken } from './tokens.js';
 import { closeWith, connectOverWebSocket, execOverWebSocket, logsOverWebSocket, ptyOverWebSocket, watchPty } from './ws-routes.js';
 
@@ -109,6 +111,7 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
         // (1002, 1007, 1009) when it emits 'error'. Handled here, for every route, before any
         // handler runs, it ends this connection only.
         ws.on('error', () => {});
+        if (principal.kind === 'agent' && r.spec.access === 'env-write') endOnExclusiveTakeover(o, name, ws);
         switch (r.id) {
           case 'execStream':
             return execOverWebSocket(o, name, ws);
@@ -132,6 +135,22 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
     }
   });
   return server;
+}
+
+/**
+ * An agent's stream that changes the environment (a command, a terminal, a TCP connection) ends
+ * when a human takes the environment over exclusively: from then on the agent waits, as its new
+ * calls do (`taken_over`).
+ */
+function endOnExclusiveTakeover(o: ServerOptions, name: string, ws: WebSocket): void {
+  const stop = o.manager.events.subscribe((e) => {
+    if (e.type !== 'env.takeover' || e.env !== name || !e.exclusive) return;
+    stop();
+    const row = o.manager.db.envByName(name);
+    const lease = (row && leaseOf(row)) ?? { holder: e.holder, since: e.at, note: e.note, exclusive: true };
+    closeWith(ws, takenOverError(name, lease));
+  });
+  ws.once('close', stop);
 }
 
 /** Answers one request; undefined when the answer is a stream that the route writes itself. */

@@ -35,6 +35,9 @@ function refused(r: CliResult, code: keyof typeof ERROR_TABLE, pattern: RegExp):
   assert.equal(r.stdout, '');
 }
 
+/** The processes named cat in an environment, one pid a line (only shell builtins: no cat of its own). */
+const CATS = ['sh', '-c', 'for p in /proc/[0-9]*; do read -r c < $p/comm 2>/dev/null && [ "$c" = cat ] && echo $p; done; true'];
+
 for (const engine of testEngines()) {
   describe(`takeover and hand-back on ${engine}`, () => {
     const tracker = failureTracker();
@@ -148,7 +151,12 @@ for (const engine of testEngines()) {
     it('an exclusive takeover refuses the agent: CLI exit code, HTTP 423, an MCP tool error, a typed SDK error; the human goes on', () =>
       track(
         (async () => {
+          // A stream the agent has open when the human takes over ends, with the same refusal.
+          const live = (await agent.get('t1')).spawn(['sh', '-c', 'echo ready; exec cat']);
+          for await (const c of live.stdout) if (c.toString().includes('ready')) break;
+          assert.notEqual((await node.cli(['exec', 't1', '--', ...CATS])).stdout, '', 'the agent runs cat');
           const took = await node.cli(['takeover', 't1', '--exclusive', '--note', 'fixing the import', '--json']);
+          await assert.rejects(live.wait(), (e: unknown) => e instanceof TakenOverError && /fixing the import/.test(e.message));
           assert.equal(took.code, 0, took.stderr);
           const lease = (JSON.parse(took.stdout) as EnvInfo).lease;
           assert.ok(lease, took.stdout);
@@ -185,9 +193,16 @@ for (const engine of testEngines()) {
           await assert.rejects(t1.exec(['true']), (e: unknown) => e instanceof TakenOverError && e.code === 'taken_over');
           assert.deepEqual(await t1.lease(), lease);
 
-          // The node's token (the human) is not refused.
+          // The node's token (the human) is not refused; the agent's cut stream left no process behind.
           const mine = await node.cli(['exec', 't1', '--', 'echo', 'human']);
           assert.deepEqual([mine.code, mine.stdout], [0, 'human\n'], mine.stderr);
+          let left = '';
+          for (let i = 0; i < 50; i++) {
+            left = (await node.cli(['exec', 't1', '--', ...CATS])).stdout;
+            if (!left) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          assert.equal(left, '', "the agent's cat ended with its stream");
           assert.equal((await (await human.get('t1')).exec(['true'])).exitCode, 0);
         })(),
       ));
