@@ -30,6 +30,7 @@ export type { BerthEvent, EventType } from '../core/events.js';
 export type {
   DescribeResult,
   EnvInfo,
+  EnvStats,
   ExecResult,
   IdentityInfo,
   NodeInfo,
