@@ -25,6 +25,7 @@ export const ERROR_TABLE = {
   no_space: { exit: 20, http: 507 },
   conflict: { exit: 21, http: 409 },
   pids_exhausted: { exit: 22, http: 429 },
+  taken_over: { exit: 24, http: 423 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },
@@ -89,6 +90,8 @@ export class UnavailableError extends BerthError {}
 export class TimeoutError extends BerthError {}
 export class TooLargeError extends BerthError {}
 export class CorruptError extends BerthError {}
+/** A human holds the environment with an exclusive lease: wait for the hand-back. */
+export class TakenOverError extends BerthError {}
 
 const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   usage: UsageError,
@@ -110,6 +113,7 @@ const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   timeout: TimeoutError,
   too_large: TooLargeError,
   corrupt: CorruptError,
+  taken_over: TakenOverError,
 };
 
 /** The error of its code's class (a plain BerthError for codes without one). */

@@ -100,7 +100,7 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
       const url = new URL(req.url ?? '/', 'http://berth');
       const { route: r, params } = match(WS_ROUTES, req.method ?? 'GET', url.pathname);
       // Unknown environments (and other agents' ones) get a 404 before the upgrade.
-      checkAccess(principal, r.spec.access, o.manager.db, params.name);
+      checkAccess(principal, r.spec.access, o.manager.db, params.name, r.id);
       const name = params.name!;
       o.manager.get(name);
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
@@ -150,7 +150,7 @@ async function route(
   }
   const method = req.method ?? 'GET';
   const { route: r, params } = match(HTTP_ROUTES, method, url.pathname);
-  checkAccess(principal, r.spec.access, o.manager.db, params.name);
+  checkAccess(principal, r.spec.access, o.manager.db, params.name, r.id);
   if (r.spec.kind === 'events') {
     streamEvents(o.manager.events, principal, req, res, url.searchParams);
     return undefined;

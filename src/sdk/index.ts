@@ -18,6 +18,7 @@ export {
   InvalidRequestError,
   NotFoundError,
   NotRunningError,
+  TakenOverError,
   TimeoutError,
   TooLargeError,
   UnauthorizedError,
@@ -40,3 +41,4 @@ export type {
   VerifyResult,
 } from '../core/api.js';
 export type { TokenCreated, TokenInfo } from '../core/tokens.js';
+export { AGENT_STATES, byAttention, type AgentState, type AgentStatus, type Handback, type Lease } from '../core/supervision.js';
