@@ -39,6 +39,8 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
+  berth dashboard [--open] [--json]    a one-time login link to the node's web dashboard
+  berth daemon|up [--dashboard 127.0.0.1:PORT|off]   where the dashboard listens (default 127.0.0.1:7781)
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
@@ -90,6 +92,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
+  dashboard: async () => (await import('./commands/dashboard.js')).cmdDashboard,
 };
 
 const LATER = new Set(['drift', 'ci']);

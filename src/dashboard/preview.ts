@@ -57,7 +57,7 @@ function tunnel(sources: Sources, key: string, port: number): Promise<Duplex> {
     });
     ws.on('message', (data, bin) => {
       if (bin) {
-        if (!d.push(data as Buffer)) ws.pause();
+        if (!d.push(data)) ws.pause();
         return;
       }
       const msg = JSON.parse(String(data)) as { open?: boolean; error?: unknown };
@@ -105,7 +105,7 @@ export async function proxyHttp(sources: Sources, t: PreviewTarget, req: http.In
   }
   const headers = { ...req.headers, host: `localhost:${t.port}`, connection: 'close' };
   delete headers.cookie; // the dashboard's cookies are not the app's
-  const up = http.request({ method: req.method, path: req.url, headers, createConnection: () => conn as never }, (r) => {
+  const up = http.request({ method: req.method, path: req.url, headers, createConnection: () => conn }, (r) => {
     res.writeHead(r.statusCode ?? 502, r.statusMessage, r.headers);
     r.pipe(res);
   });
@@ -115,7 +115,13 @@ export async function proxyHttp(sources: Sources, t: PreviewTarget, req: http.In
 }
 
 /** A WebSocket (or any upgrade) to the environment's port: the request passed on, then bytes both ways. */
-export async function proxyUpgrade(sources: Sources, t: PreviewTarget, req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+export async function proxyUpgrade(
+  sources: Sources,
+  t: PreviewTarget,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
   let conn: Duplex;
   try {
     conn = await tunnel(sources, t.key, t.port);
