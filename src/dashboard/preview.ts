@@ -60,7 +60,12 @@ function tunnel(sources: Sources, key: string, port: number): Promise<Duplex> {
         if (!d.push(data)) ws.pause();
         return;
       }
-      const msg = JSON.parse(String(data)) as { open?: boolean; error?: unknown };
+      let msg: { open?: boolean; error?: unknown };
+      try {
+        msg = JSON.parse(String(data)) as typeof msg;
+      } catch {
+        return;
+      }
       if (msg.open && !opened) {
         opened = true;
         resolve(d);

@@ -33,17 +33,32 @@ export async function bridgeTerminal(sources: Sources, ws: WebSocket, q: URLSear
       if (ws.readyState === ws.OPEN) ws.send(c);
     };
     if (mode === 'watch') {
-      const { sessions } = await source.client.call('listPty', { params: { name } });
-      const newest = sessions.sort((a, b) => a.startedAt.localeCompare(b.startedAt)).pop();
-      if (!newest) {
-        say({ idle: true, message: `no terminal is open in ${key}: Take over to open one of your own` });
-        return;
+      // The newest terminal; one that ends while this starts to watch it makes way for the next.
+      const skip = new Set<string>();
+      for (;;) {
+        const { sessions } = await source.client.call('listPty', { params: { name } });
+        const newest = sessions
+          .filter((x) => !skip.has(x.id))
+          .sort((a, b) => a.startedAt.localeCompare(b.startedAt))
+          .pop();
+        if (!newest) {
+          say({ idle: true, message: `no terminal is open in ${key}: Take over to open one of your own` });
+          return;
+        }
+        if (closed) return;
+        pty = source.client.pty(name, { cols, rows, watch: newest.id }, output);
+        pty.exit.catch(() => {});
+        try {
+          say({ session: await pty.session, mode, argv: newest.argv });
+          break;
+        } catch (err) {
+          if (asBerthError(err).code !== 'not_found') throw err;
+          skip.add(newest.id);
+        }
       }
-      if (closed) return;
-      pty = source.client.pty(name, { cols, rows, watch: newest.id }, output);
-      say({ session: await pty.session, mode, argv: newest.argv });
     } else {
       pty = source.client.pty(name, { cols, rows }, output);
+      pty.exit.catch(() => {});
       say({ session: await pty.session, mode });
       ws.on('message', (data, bin) => {
         if (bin) return pty!.write(data as Buffer);
@@ -55,8 +70,8 @@ export async function bridgeTerminal(sources: Sources, ws: WebSocket, q: URLSear
         }
       });
     }
-    if (closed) return pty.close();
-    const exit = await pty.exit;
+    if (closed) return pty!.close();
+    const exit = await pty!.exit;
     say({ exit });
   } catch (err) {
     const e = asBerthError(err);
