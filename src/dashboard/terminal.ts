@@ -70,8 +70,8 @@ export async function bridgeTerminal(sources: Sources, ws: WebSocket, q: URLSear
         }
       });
     }
-    if (closed) return pty!.close();
-    const exit = await pty!.exit;
+    if (closed) return pty.close();
+    const exit = await pty.exit;
     say({ exit });
   } catch (err) {
     const e = asBerthError(err);

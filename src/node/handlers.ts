@@ -10,7 +10,17 @@ import type { NodeInfo } from '../core/api.js';
 import type { ROUTES, RouteId } from '../core/contract.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { Principal } from '../core/tokens.js';
-import { autostartServices, ask, describeEnv, envStats, listServices, putArchive, runBatch, startService, stopService } from '../env/env-ops.js';
+import {
+  autostartServices,
+  ask,
+  describeEnv,
+  envStats,
+  listServices,
+  putArchive,
+  runBatch,
+  startService,
+  stopService,
+} from '../env/env-ops.js';
 import { execBuffered } from '../env/exec-service.js';
 import type { EnvManager } from '../env/manager.js';
 import type { PoolKeeper } from '../env/pools.js';

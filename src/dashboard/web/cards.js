@@ -23,7 +23,7 @@ export function h(tag, attrs = {}, ...kids) {
 
 const SVG = 'http://www.w3.org/2000/svg';
 function sparkline(values, max, label, fmt) {
-  const w = 120;
+  const w = 96;
   const hgt = 28;
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`);

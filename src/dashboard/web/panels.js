@@ -1,8 +1,8 @@
 // The side panel (live logs, a terminal, the diff), the confirmation dialog, and notices.
 import { api, envPath } from './app.js';
 import { h } from './cards.js';
-import { Terminal } from '/vendor/xterm.mjs';
-import { FitAddon } from '/vendor/addon-fit.mjs';
+// xterm.js is loaded when a terminal is first opened, so the cards do not wait for it.
+const xterm = () => Promise.all([import('/vendor/xterm.mjs'), import('/vendor/addon-fit.mjs')]);
 
 const panel = document.getElementById('panel');
 const title = document.getElementById('panel-title');
@@ -93,9 +93,12 @@ function logsPanel(card) {
   current.close = () => es?.close();
 }
 
-function terminalPanel(card) {
+async function terminalPanel(card) {
   const host = h('div', { class: 'term' });
   body.replaceChildren(host);
+  const mine = current;
+  const [{ Terminal }, { FitAddon }] = await xterm();
+  if (current !== mine) return;
   const term = new Terminal({ convertEol: false, fontSize: 13, cursorBlink: true, scrollback: 5000 });
   const fit = new FitAddon();
   term.loadAddon(fit);
