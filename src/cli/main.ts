@@ -38,6 +38,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
   berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
+  berth status ENV working|waiting|blocked|done [--note TEXT]   an agent reports its own state
+  berth takeover ENV [--exclusive] [--note TEXT]   a human takes the environment (exclusive: the agent waits)
+  berth handback ENV [--note TEXT]     end the takeover, leaving a note the agent reads
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
   berth dashboard [--open] [--json]    a one-time login link to the node's web dashboard
   berth daemon|up [--dashboard 127.0.0.1:PORT|off]   where the dashboard listens (default 127.0.0.1:7781)
@@ -57,6 +60,7 @@ const ssh = (): Promise<typeof import('./commands/ssh.js')> => import('./command
 const switching = (): Promise<typeof import('./commands/switching.js')> => import('./commands/switching.js');
 const up = (): Promise<typeof import('./commands/up.js')> => import('./commands/up.js');
 const toolchain = (): Promise<typeof import('./commands/toolchain.js')> => import('./commands/toolchain.js');
+const supervise = (): Promise<typeof import('./commands/supervise.js')> => import('./commands/supervise.js');
 const tokens = (): Promise<typeof import('./commands/tokens.js')> => import('./commands/tokens.js');
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -92,6 +96,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
+  status: async () => (await supervise()).cmdStatus,
+  takeover: async () => (await supervise()).cmdTakeover,
+  handback: async () => (await supervise()).cmdHandback,
   dashboard: async () => (await import('./commands/dashboard.js')).cmdDashboard,
 };
 

@@ -2,6 +2,7 @@
 // the note the human leaves when handing it back. Schemas and pure helpers shared by the node,
 // the client, the CLI, the SDK, MCP and the dashboard.
 import { z } from 'zod';
+import { BerthError } from './errors.js';
 
 /** What an agent reports of itself: at work, waiting for a human, blocked, or done. */
 export const AgentState = z.enum(['working', 'waiting', 'blocked', 'done']);
@@ -74,7 +75,11 @@ export function leaseNotice(lease: Lease): string {
   return `${how} by ${lease.holder} since ${lease.since}${lease.note ? `: ${lease.note}` : ''}`;
 }
 
-/** The message of the refusal an agent's command gets under an exclusive lease. */
-export function takenOverMessage(env: string, lease: Lease): string {
-  return `${env} is taken over by ${lease.holder} (exclusive, since ${lease.since})${lease.note ? `: ${lease.note}` : ''}`;
+/** The refusal an agent's command gets under an exclusive lease: who holds it, since when, and to wait. */
+export function takenOverError(env: string, lease: Lease): BerthError {
+  return new BerthError(
+    'taken_over',
+    `${env} is taken over by ${lease.holder} (exclusive, since ${lease.since})${lease.note ? `: ${lease.note}` : ''}`,
+    'wait for the hand-back (watch for env.handback), then go on',
+  );
 }

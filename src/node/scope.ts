@@ -11,7 +11,7 @@ import { decodeIdentity } from '../core/identity.js';
 import type { Principal } from '../core/tokens.js';
 import type { EnvRow, StateDb, SnapshotRow } from '../state/state-db.js';
 import { leaseOf } from '../env/supervision.js';
-import { takenOverMessage } from '../core/supervision.js';
+import { takenOverError } from '../core/supervision.js';
 
 type AgentPrincipal = Extract<Principal, { kind: 'agent' }>;
 
@@ -42,8 +42,7 @@ export function checkAccess(p: Principal, access: Access, db: StateDb, envName?:
   if (!row || !reaches(p, row)) throw noSuchEnv(envName);
   if (access === 'env-write' && route !== 'setStatus') {
     const lease = leaseOf(row);
-    if (lease?.exclusive)
-      throw new BerthError('taken_over', takenOverMessage(row.name, lease), 'wait for the hand-back (watch for env.handback), then go on');
+    if (lease?.exclusive) throw takenOverError(row.name, lease);
   }
 }
 
