@@ -13,6 +13,7 @@ import {
   guarded,
   log,
   onCleanup,
+  p50,
   parseOptions,
   prepareEngineBench,
   ratio,
@@ -58,6 +59,7 @@ function probes(n: number): void {
   new MutationObserver(() => {
     const t = performance.timeOrigin + performance.now();
     if (w.__rendered === undefined && document.querySelectorAll('article[data-env]').length >= n) w.__rendered = performance.now();
+    if (w.__hello === undefined && document.querySelector('body[data-ready]')) w.__hello = performance.now();
     for (const [key, resolve] of waiting) {
       for (const c of document.querySelectorAll('article[data-env] .running code')) {
         if (c.textContent?.includes(key)) {
@@ -80,12 +82,31 @@ function probes(n: number): void {
 }
 
 async function firstRender(page: Page, base: string): Promise<void> {
-  const s = await series('dashboard-first-render', budget(10), async () => {
+  const parts: { scripts: number[]; feed: number[] } = { scripts: [], feed: [] };
+  const s = await series('dashboard-first-render', budget(10), async (measured) => {
     await page.goto(`${base}/`);
     await page.waitForFunction(() => window.__rendered !== undefined, null, { timeout: 30_000 });
-    return page.evaluate(() => window.__rendered as number);
+    const t = await page.evaluate(() => ({
+      rendered: window.__rendered as number,
+      hello: window.__hello as number,
+      dcl: (window.performance as { getEntriesByType(t: string): Array<{ domContentLoadedEventEnd: number }> }).getEntriesByType(
+        'navigation',
+      )[0]!.domContentLoadedEventEnd,
+    }));
+    if (measured) {
+      parts.scripts.push(t.dcl);
+      parts.feed.push(t.hello);
+    }
+    return t.rendered;
   });
-  results.push(s.row({ envs: opts.envs, how: `navigation start to ${opts.envs} cards drawn (MutationObserver in the page)` }));
+  results.push(
+    s.row({
+      envs: opts.envs,
+      how: `navigation start to ${opts.envs} cards drawn (MutationObserver in the page)`,
+      p50_scripts_loaded_ms: p50(parts.scripts),
+      p50_feed_first_message_ms: p50(parts.feed),
+    }),
+  );
 }
 
 async function commandStart(page: Page, berth: Berth, node: BerthNode): Promise<void> {

@@ -2,7 +2,12 @@
 import { api, envPath } from './app.js';
 import { h } from './cards.js';
 // xterm.js is loaded when a terminal is first opened, so the cards do not wait for it.
-const xterm = () => Promise.all([import('/vendor/xterm.mjs'), import('/vendor/addon-fit.mjs')]);
+const xterm = () => {
+  if (!document.querySelector('link[href="/vendor/xterm.css"]')) {
+    document.head.append(h('link', { rel: 'stylesheet', href: '/vendor/xterm.css' }));
+  }
+  return Promise.all([import('/vendor/xterm.mjs'), import('/vendor/addon-fit.mjs')]);
+};
 
 const panel = document.getElementById('panel');
 const title = document.getElementById('panel-title');
