@@ -60,9 +60,11 @@ export class Feed {
     private readonly log: (l: string) => void,
   ) {}
 
-  /** Starts following every node; resolves once each has been listed (or failed to be). */
+  /** Starts following every node; resolves once this node has been listed (other nodes come as they answer). */
   async start(): Promise<void> {
-    await Promise.all(this.sources.all(this.log).map((s) => this.follow(s)));
+    const [local, ...remotes] = this.sources.all(this.log);
+    for (const r of remotes) void this.follow(r);
+    await this.follow(local!);
     this.statsTimer = setInterval(() => void this.sampleStats(), STATS_EVERY_MS);
     this.statsTimer.unref();
   }
