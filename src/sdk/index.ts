@@ -31,6 +31,7 @@ export type { BerthEvent, EventType } from '../core/events.js';
 export type {
   DescribeResult,
   EnvInfo,
+  EnvStats,
   ExecResult,
   IdentityInfo,
   NodeInfo,
