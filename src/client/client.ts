@@ -31,6 +31,7 @@ import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type R
 import { BerthError, typedError } from '../core/errors.js';
 import { BerthEvent } from '../core/events.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
+import { ProgressLine, type ProgressReport } from '../core/toolchain-api.js';
 import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
 
 /** The arguments of one call: path parameters, query, body, and a signal. */
@@ -174,6 +175,69 @@ export class NodeClient {
         'the node and this client are different versions; upgrade the older one',
       );
     }
+    return r.data as ResponseOf<K>;
+  }
+
+  /**
+   * One call of a `progress` route: each progress line goes to `onProgress` as it comes, and the
+   * result line is the answer, checked against the route's response schema; an error line (or
+   * an error answer) is thrown as its typed error.
+   */
+  async callProgress<K extends RouteId>(
+    id: K,
+    args: CallArgs<K> & { onProgress?: (p: ProgressReport) => void } = {},
+  ): Promise<ResponseOf<K>> {
+    const spec: RouteSpec = ROUTES[id];
+    const payload = Buffer.from(JSON.stringify(args.body ?? {}));
+    const headers: Record<string, string> = {
+      accept: 'application/x-ndjson',
+      'content-type': 'application/json',
+      'content-length': String(payload.length),
+    };
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    const base = this.o.url ? new URL(this.o.url) : undefined;
+    const path = fillPath(spec.path, args.params ?? {});
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = this.mod.request(
+        {
+          agent: this.agent,
+          method: spec.method,
+          path,
+          headers,
+          signal: args.signal,
+          ...(base ? { host: base.hostname, port: Number(base.port) } : { socketPath: this.o.socketPath }),
+        },
+        (r) => {
+          if ((r.statusCode ?? 500) < 400) return resolve(r);
+          refusal(r, `node answered HTTP ${r.statusCode}`).then(reject, reject);
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => reject(err.name === 'AbortError' ? err : unreachable(this.target, err)));
+      req.end(payload);
+    });
+    let buf = '';
+    let result: { value: unknown } | undefined;
+    try {
+      for await (const chunk of res) {
+        buf += (chunk as Buffer).toString('utf8');
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+          const text = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (!text.trim()) continue;
+          const line = ProgressLine.safeParse(JSON.parse(text));
+          if (!line.success) throw typedError('internal', `the node's progress for ${id} does not match the contract`);
+          if ('progress' in line.data) args.onProgress?.(line.data.progress);
+          else if ('error' in line.data) throw BerthError.fromWire(line.data.error, 500);
+          else result = { value: line.data.result };
+        }
+      }
+    } catch (err) {
+      if (err instanceof BerthError || args.signal?.aborted) throw err;
+      throw interrupted();
+    }
+    if (!result) throw interrupted();
+    const r = spec.response.safeParse(result.value);
+    if (!r.success) throw typedError('internal', `the node's answer to ${id} does not match the contract`, 'upgrade the older of the two');
     return r.data as ResponseOf<K>;
   }
 

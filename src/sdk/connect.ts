@@ -1,5 +1,6 @@
-// Reaching the local node, starting a daemon when none is running.
-import { spawn } from 'node:child_process';
+// Reaching the local node, starting a daemon when none is running. The daemon is the node's
+// own entry point (src/node/main.ts), run as a process of its own: nothing here loads it.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +11,11 @@ import { berthHome, localSocketPath } from '../core/home.js';
 
 export function localSocket(): string {
   return localSocketPath();
+}
+
+/** The node's entry point, beside this package's SDK in dist. */
+export function nodeEntry(): string {
+  return resolve(fileURLToPath(import.meta.url), '..', '..', 'node', 'main.js');
 }
 
 export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }): Promise<NodeClient> {
@@ -28,8 +34,11 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
   mkdirSync(home, { recursive: true });
   const logPath = join(home, 'daemon.log');
   const out = openSync(logPath, 'a');
-  const bin = resolve(fileURLToPath(import.meta.url), '..', '..', 'cli', 'main.js');
-  const child = spawn(process.execPath, [bin, 'daemon'], { detached: true, stdio: ['ignore', out, out], env: process.env });
+  const child = spawn(process.execPath, [nodeEntry(), 'daemon'], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, BERTH_NODE_PARENT: '' }, // a daemon of its own, not tied to this process
+  });
   child.unref();
   if (!opts.quiet) process.stderr.write(`berth: no daemon was running; started one (pid ${child.pid}, log ${logPath})\n`);
   let exited: number | null = null;
@@ -58,4 +67,105 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
     if (code && last) throw typedError(code, `could not start a daemon: ${last.slice('berth: '.length)}`);
   }
   throw typedError('daemon_unreachable', `the daemon did not start`, `see ${logPath}`);
+}
+
+export interface NodeOptions {
+  /** TCP address (HOST:PORT) to listen on besides the unix socket. */
+  listen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Each line the node writes on stderr (its log); by default, this process's stderr. */
+  log?: (line: string) => void;
+}
+
+export interface RunningNode {
+  pid: number;
+  /** A client on the node's unix socket. */
+  client: NodeClient;
+  /** The TCP address it also listens on, once it said so. */
+  tcp?: { host: string; port: number; tls: boolean };
+  /** Resolves with the node's exit code when it ends. */
+  exited: Promise<number>;
+  /** Stops the node (SIGTERM) and waits for it. */
+  stop(): Promise<number>;
+}
+
+/**
+ * Runs the local node in the foreground, as a child of this process that ends when this process
+ * does (`berth up`). Resolves once it answers on its socket; a node that fails to start is its
+ * own one-line error, with its code.
+ */
+export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
+  const args = [nodeEntry(), 'daemon'];
+  if (opts.listen) args.push('--listen', opts.listen);
+  if (opts.tlsCert) args.push('--tls-cert', opts.tlsCert);
+  if (opts.tlsKey) args.push('--tls-key', opts.tlsKey);
+  const child: ChildProcess = spawn(process.execPath, args, {
+    stdio: ['ignore', 'inherit', 'pipe'],
+    env: { ...process.env, BERTH_NODE_PARENT: String(process.pid) },
+  });
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const running: { tcp?: RunningNode['tcp'] } = {};
+  // While the node starts, its latest line is held back: when it exits instead of answering,
+  // that line is its error, said once (as the error of this call), not twice.
+  const st: { held: string | null; starting: boolean; exit: number | null } = { held: null, starting: true, exit: null };
+  let buf = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    buf += c.toString('utf8');
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      const m = /also listening on (tcp|https):\/\/(\[[^\]]+\]|[^:\s]+):(\d+)/.exec(line);
+      if (m) running.tcp = { host: m[2]!.replace(/^\[|\]$/g, ''), port: Number(m[3]), tls: m[1] === 'https' };
+      if (!st.starting) log(line);
+      else {
+        if (st.held !== null) log(st.held);
+        st.held = line;
+      }
+    }
+  });
+  const exited = new Promise<number>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  void exited.then((c) => (st.exit = c));
+  const client = new NodeClient({ socketPath: localSocket() });
+  for (let i = 0; ; i++) {
+    if (st.exit !== null) {
+      client.close();
+      const exit = st.exit;
+      const code = (Object.keys(ERROR_TABLE) as ErrorCode[]).find((k) => ERROR_TABLE[k].exit === exit);
+      const last = st.held;
+      if (code && last?.startsWith('berth: ')) throw typedError(code, last.slice('berth: '.length));
+      if (last !== null) log(last);
+      throw typedError('daemon_unreachable', `the node exited (${exit}) before it answered`);
+    }
+    if (i > 1200) {
+      child.kill('SIGTERM');
+      client.close();
+      throw typedError('daemon_unreachable', 'the node did not answer on its socket within a minute');
+    }
+    if (existsSync(localSocket())) {
+      try {
+        await client.node(AbortSignal.timeout(2000));
+        st.starting = false;
+        if (st.held !== null) log(st.held);
+        st.held = null;
+        break;
+      } catch {
+        /* not yet */
+      }
+    }
+    await sleep(50);
+  }
+  return {
+    pid: child.pid!,
+    client,
+    get tcp() {
+      return running.tcp;
+    },
+    exited,
+    stop: async () => {
+      client.close();
+      if (st.exit === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
 }
