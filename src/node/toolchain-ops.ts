@@ -79,25 +79,23 @@ export class ToolchainOps {
     work: (report: (p: ProgressReport) => void, signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
     let job = this.jobs.get(key) as Job<T> | undefined;
+    const first = !job;
     if (!job) {
-      const listeners = new Set<(p: ProgressReport) => void>();
+      // The first caller hears the work from its very first report (made before it awaits anything).
+      const listeners = new Set<(p: ProgressReport) => void>([progress]);
       const abort = new AbortController();
       const report = (p: ProgressReport): void => {
         for (const l of listeners) l(p);
       };
-      const made: Job<T> = {
-        done: work(report, abort.signal).finally(() => this.jobs.delete(key)),
-        listeners,
-        waiters: 0,
-        abort,
-      };
-      made.done.catch(() => {});
+      const made: Job<T> = { done: Promise.resolve(undefined as T), listeners, waiters: 0, abort };
       this.jobs.set(key, made);
+      made.done = (async () => work(report, abort.signal))().finally(() => this.jobs.delete(key));
+      made.done.catch(() => {});
       job = made;
     }
     const j = job;
     j.waiters++;
-    j.listeners.add(progress);
+    if (!first) j.listeners.add(progress);
     const leave = (): void => {
       j.listeners.delete(progress);
       j.waiters--;

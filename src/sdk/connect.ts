@@ -108,7 +108,7 @@ export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const running: { tcp?: RunningNode['tcp'] } = {};
   // While the node starts, its latest line is held back: when it exits instead of answering,
   // that line is its error, said once (as the error of this call), not twice.
-  const st: { held: string | null; starting: boolean; exit: number | null } = { held: null, starting: true, exit: null };
+  const st = { held: null as string | null, starting: true, exit: null as number | null, listening: false };
   let buf = '';
   child.stderr!.on('data', (c: Buffer) => {
     buf += c.toString('utf8');
@@ -117,6 +117,8 @@ export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
       buf = buf.slice(i + 1);
       const m = /also listening on (tcp|https):\/\/(\[[^\]]+\]|[^:\s]+):(\d+)/.exec(line);
       if (m) running.tcp = { host: m[2]!.replace(/^\[|\]$/g, ''), port: Number(m[3]), tls: m[1] === 'https' };
+      // This node's own word that it serves (another node answering on the socket is not it).
+      if (/^berth: node \S+ listening on /.test(line)) st.listening = true;
       if (!st.starting) log(line);
       else {
         if (st.held !== null) log(st.held);
@@ -142,7 +144,7 @@ export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
       client.close();
       throw typedError('daemon_unreachable', 'the node did not answer on its socket within a minute');
     }
-    if (existsSync(localSocket())) {
+    if (st.listening && existsSync(localSocket())) {
       try {
         await client.node(AbortSignal.timeout(2000));
         st.starting = false;
