@@ -15,7 +15,7 @@ const layer = (files, forbidden, why) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'scripts/**/*.mjs'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
