@@ -38,6 +38,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
   berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
+  berth status ENV working|waiting|blocked|done [--note TEXT]   an agent reports its own state
+  berth takeover ENV [--exclusive] [--note TEXT]   a human takes the environment (exclusive: the agent waits)
+  berth handback ENV [--note TEXT]     end the takeover, leaving a note the agent reads
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
@@ -55,6 +58,7 @@ const ssh = (): Promise<typeof import('./commands/ssh.js')> => import('./command
 const switching = (): Promise<typeof import('./commands/switching.js')> => import('./commands/switching.js');
 const up = (): Promise<typeof import('./commands/up.js')> => import('./commands/up.js');
 const toolchain = (): Promise<typeof import('./commands/toolchain.js')> => import('./commands/toolchain.js');
+const supervise = (): Promise<typeof import('./commands/supervise.js')> => import('./commands/supervise.js');
 const tokens = (): Promise<typeof import('./commands/tokens.js')> => import('./commands/tokens.js');
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -90,6 +94,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
+  status: async () => (await supervise()).cmdStatus,
+  takeover: async () => (await supervise()).cmdTakeover,
+  handback: async () => (await supervise()).cmdHandback,
 };
 
 const LATER = new Set(['drift', 'ci']);
@@ -111,6 +118,17 @@ async function main(argv: string[]): Promise<number> {
   }
   const run = await load();
   return run(rest);
+}
+
+// BERTH_TRACE=1: where a command's time went (the native exec client traces the same way).
+if (process.env.BERTH_TRACE === '1') {
+  const started = performance.now();
+  process.once('exit', () => {
+    const done = performance.now();
+    process.stderr.write(
+      `berth: trace: node CLI, pid ${process.pid}: node started and loaded main in ${started.toFixed(1)} ms, the command took ${(done - started).toFixed(1)} ms\n`,
+    );
+  });
 }
 
 main(process.argv.slice(2)).then(

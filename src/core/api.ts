@@ -1,6 +1,7 @@
 // The wire schema: the one source for the daemon, the SDK and the CLI.
 import { z } from 'zod';
 import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
+import { SupervisionInfo } from './supervision.js';
 
 export const API_VERSION = 'v1';
 
@@ -103,6 +104,8 @@ export const EnvInfo = z.object({
   ttl: z.object({ seconds: z.number().nullable(), idleSeconds: z.number().nullable(), expiresAt: z.string().nullable() }),
   upstream: z.object({ node: z.string(), env: z.string(), url: z.string(), snapshot: z.string() }).nullable(),
   placement: Placement,
+  /** What its agent last reported of itself; a human's lease on it; the last hand-back's note. */
+  ...SupervisionInfo,
 });
 export type EnvInfo = z.infer<typeof EnvInfo>;
 

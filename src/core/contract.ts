@@ -28,9 +28,10 @@ import {
   VerifyResult,
 } from './api.js';
 import { BerthEvent } from './events.js';
+import { HandbackRequest, StatusRequest, TakeoverRequest } from './supervision.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
 import { TOOLCHAIN_ROUTES } from './toolchain-api.js';
-import { WireErrorSchema } from './errors.js';
+import { WireErrorSchema } from './wire-error.js';
 
 /**
  * Who may call a route:
@@ -156,6 +157,33 @@ export const ROUTES = {
   },
   pause: { method: 'POST', path: '/v1/envs/{name}/pause', kind: 'json', access: 'env-write', summary: 'freeze', response: EnvInfo },
   resume: { method: 'POST', path: '/v1/envs/{name}/resume', kind: 'json', access: 'env-write', summary: 'thaw', response: EnvInfo },
+  setStatus: {
+    method: 'POST',
+    path: '/v1/envs/{name}/status',
+    kind: 'json',
+    access: 'env-write',
+    summary: "the agent's own state (working, waiting for a human, blocked, done) and a note",
+    request: StatusRequest,
+    response: EnvInfo,
+  },
+  takeover: {
+    method: 'POST',
+    path: '/v1/envs/{name}/takeover',
+    kind: 'json',
+    access: 'node',
+    summary: "a human takes the environment over (a lease); with exclusive, the agent's commands are refused until the hand-back",
+    request: TakeoverRequest,
+    response: EnvInfo,
+  },
+  handback: {
+    method: 'POST',
+    path: '/v1/envs/{name}/handback',
+    kind: 'json',
+    access: 'node',
+    summary: 'end the lease, leaving a note the agent reads',
+    request: HandbackRequest,
+    response: EnvInfo,
+  },
   identity: {
     method: 'GET',
     path: '/v1/envs/{name}/identity',
@@ -492,11 +520,4 @@ export function compileRoutes(): CompiledRoute[] {
   });
 }
 
-/** A route's path with its parameters filled in (each encoded as one segment). */
-export function fillPath(path: string, params: Record<string, string | number>): string {
-  return path.replace(/\{(\w+)\}/g, (_, p: string) => {
-    const v = params[p];
-    if (v === undefined) throw new Error(`missing path parameter ${p}`);
-    return encodeURIComponent(String(v));
-  });
-}
+export { fillPath } from './route-path.js';

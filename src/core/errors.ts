@@ -1,7 +1,6 @@
 // Errors with stable codes. One table maps each code to its CLI exit code and HTTP status,
-// so the daemon, the client and the CLI agree without guessing.
-import { z } from 'zod';
-
+// so the daemon, the client and the CLI agree without guessing. No zod here: every command
+// loads this file, and its schema (WireErrorSchema) is in wire-error.ts.
 export const ERROR_TABLE = {
   usage: { exit: 2, http: 400 },
   invalid_name: { exit: 3, http: 400 },
@@ -25,6 +24,7 @@ export const ERROR_TABLE = {
   no_space: { exit: 20, http: 507 },
   conflict: { exit: 21, http: 409 },
   pids_exhausted: { exit: 22, http: 429 },
+  taken_over: { exit: 24, http: 423 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },
@@ -89,6 +89,8 @@ export class UnavailableError extends BerthError {}
 export class TimeoutError extends BerthError {}
 export class TooLargeError extends BerthError {}
 export class CorruptError extends BerthError {}
+/** A human holds the environment with an exclusive lease: wait for the hand-back. */
+export class TakenOverError extends BerthError {}
 
 const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   usage: UsageError,
@@ -110,6 +112,7 @@ const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   timeout: TimeoutError,
   too_large: TooLargeError,
   corrupt: CorruptError,
+  taken_over: TakenOverError,
 };
 
 /** The error of its code's class (a plain BerthError for codes without one). */
@@ -125,13 +128,6 @@ export interface WireError {
   message: string;
   hint?: string;
 }
-
-/** The error every route answers with, as a schema (the contract's error answer). */
-export const WireErrorSchema = z.object({
-  code: z.enum(Object.keys(ERROR_TABLE) as [ErrorCode, ...ErrorCode[]]),
-  message: z.string(),
-  hint: z.string().optional(),
-});
 
 export function asBerthError(err: unknown): BerthError {
   if (err instanceof BerthError) return err;

@@ -2,7 +2,7 @@
 // OCI registry, and say what the node holds. Long work answers as NDJSON (kind `progress`):
 // progress lines while it runs, then one line with the result, or with the error.
 import { z } from 'zod';
-import { WireErrorSchema } from './errors.js';
+import { WireErrorSchema } from './wire-error.js';
 
 export const Digest = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a toolchain digest looks like sha256:<64 hex digits>');
 

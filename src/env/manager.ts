@@ -20,6 +20,7 @@ import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
+import { supervisionOf } from './supervision.js';
 import { isolateNetwork, type FirewallResult } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
 
@@ -470,6 +471,7 @@ export class EnvManager {
       ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
       upstream: row.upstream ? (JSON.parse(row.upstream) as EnvInfo['upstream']) : null,
       placement: this.placementOf(row),
+      ...supervisionOf(row),
     };
   }
 

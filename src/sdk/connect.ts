@@ -1,6 +1,6 @@
 // Reaching the local node, starting a daemon when none is running. The daemon is the node's
 // own entry point (src/node/main.ts), run as a process of its own: nothing here loads it.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,8 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
   mkdirSync(home, { recursive: true });
   const logPath = join(home, 'daemon.log');
   const out = openSync(logPath, 'a');
+  // Loaded here, not at the top: most commands find a node running and never start one.
+  const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, [nodeEntry(), 'daemon'], {
     detached: true,
     stdio: ['ignore', out, out],
@@ -100,6 +102,7 @@ export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
   if (opts.listen) args.push('--listen', opts.listen);
   if (opts.tlsCert) args.push('--tls-cert', opts.tlsCert);
   if (opts.tlsKey) args.push('--tls-key', opts.tlsKey);
+  const { spawn } = await import('node:child_process');
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['ignore', 'inherit', 'pipe'],
     env: { ...process.env, BERTH_NODE_PARENT: String(process.pid) },

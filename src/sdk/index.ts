@@ -49,6 +49,7 @@ export {
   InvalidRequestError,
   NotFoundError,
   NotRunningError,
+  TakenOverError,
   TimeoutError,
   TooLargeError,
   UnauthorizedError,
@@ -70,3 +71,4 @@ export type {
   VerifyResult,
 } from '../core/api.js';
 export type { TokenCreated, TokenInfo } from '../core/tokens.js';
+export { AGENT_STATES, byAttention, type AgentState, type AgentStatus, type Handback, type Lease } from '../core/supervision.js';

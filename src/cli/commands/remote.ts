@@ -5,7 +5,8 @@ import { enter, push } from '../../sdk/enter.js';
 import { forward } from '../../sdk/forward.js';
 import { addNode, listEverywhere, nodeStatuses, removeNode } from '../../sdk/nodes.js';
 import { bool, flag, parseArgs } from '../args.js';
-import { printJson, table } from '../output.js';
+import { printJson, statusCell, table } from '../output.js';
+import { byAttention } from '../../core/attention.js';
 import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
 
@@ -50,14 +51,18 @@ export async function cmdNode(argv: string[]): Promise<number> {
 
 /** `ls --all`: every environment on every node, side by side. */
 export async function listAll(json: boolean): Promise<number> {
-  const { envs, unreachable } = await listEverywhere();
+  const all = await listEverywhere();
+  const unreachable = all.unreachable;
+  // Those waiting for a human first, then the blocked; by node and name within each.
+  const envs = byAttention(all.envs);
   if (json) printJson({ envs, unreachable });
   else {
-    const rows = [['NODE/NAME', 'STATE', 'COMMIT', 'AGENT', 'TASK']];
+    const rows = [['NODE/NAME', 'STATE', 'STATUS', 'COMMIT', 'AGENT', 'TASK']];
     for (const e of envs)
       rows.push([
         e.node === 'local' ? e.name : `${e.node}/${e.name}`,
         e.state,
+        statusCell(e),
         e.commit.slice(0, 12),
         e.labels.agent ?? '-',
         e.labels.task ?? '-',

@@ -2,7 +2,7 @@
 // event stream.
 import { BerthError } from '../../core/errors.js';
 import type { BerthEvent } from '../../core/events.js';
-import { parseDuration } from '../../core/tokens.js';
+import { parseDuration } from '../../core/duration.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
 import { bool, flag, parseArgs } from '../args.js';
@@ -81,6 +81,12 @@ function line(e: BerthEvent): string {
       return `${e.at} ${where} service.health ${e.service} ${e.state}${e.detail ? `: ${e.detail}` : ''}`;
     case 'snapshot.taken':
       return `${e.at} ${where} snapshot.taken ${e.snapshot} (${e.reason}, ${e.files} files)`;
+    case 'env.status':
+      return `${e.at} ${where} env.status ${e.previous ?? '-'} -> ${e.state}${e.note ? `: ${e.note}` : ''}`;
+    case 'env.takeover':
+      return `${e.at} ${where} env.takeover by ${e.holder}${e.exclusive ? ' (exclusive)' : ''}${e.note ? `: ${e.note}` : ''}`;
+    case 'env.handback':
+      return `${e.at} ${where} env.handback by ${e.by}${e.note ? `: ${e.note}` : ''}`;
     case 'pool.changed':
       return `${e.at} - pool.changed ${e.pool} ${e.warm}/${e.size} warm`;
   }
