@@ -15,7 +15,8 @@ const layer = (files, forbidden, why) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'scripts/**/*.mjs'] },
+  // The dashboard's browser code is plain JavaScript for the browser, served as it is.
+  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'src/dashboard/web/**', 'scripts/**/*.mjs'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -89,7 +90,7 @@ export default tseslint.config(
   },
   layer(['src/env/**'], ['node', 'client', 'sdk', 'mcp', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
   {
-    ...layer(['src/node/**'], ['client', 'sdk', 'mcp', 'cli'], 'the daemon knows nothing of its clients'),
+    ...layer(['src/node/**'], ['client', 'sdk', 'mcp', 'dashboard', 'cli'], 'the daemon knows nothing of its clients'),
     ignores: ['src/node/main.ts', 'src/node/surfaces.ts'],
   },
   // The node's composition root: its entry point, and the surfaces it serves beside the API
@@ -114,6 +115,11 @@ export default tseslint.config(
     ['src/mcp/**'],
     ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'cli'],
     'the MCP server reaches the node only through the SDK and the one client',
+  ),
+  layer(
+    ['src/dashboard/**'],
+    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'mcp', 'cli'],
+    'the dashboard reaches the node only through the SDK and the one client',
   ),
   // Surfaces reach the node only through the one client (and the SDK over it), every CLI file
   // alike: orchestration (enter, push, placement, nodes) is the SDK's, and work that needs the

@@ -12,6 +12,7 @@ import type {
   CreateEnvRequest,
   DescribeResult,
   EnvInfo,
+  EnvStats,
   ExecRequest,
   ExecResult,
   GcResult,
@@ -594,6 +595,10 @@ export class NodeClient {
 
   describe(name: string, signal?: AbortSignal): Promise<DescribeResult> {
     return this.call('describe', { params: { name }, signal });
+  }
+
+  stats(name: string, signal?: AbortSignal): Promise<EnvStats> {
+    return this.call('stats', { params: { name }, signal });
   }
 
   /** Many commands, one round trip. */

@@ -11,6 +11,7 @@ import {
   CreateEnvRequest,
   DescribeResult,
   EnvInfo,
+  EnvStats,
   ExecRequest,
   ExecResult,
   GcResult,
@@ -199,6 +200,14 @@ export const ROUTES = {
     access: 'env-read',
     summary: 'everything the environment is, as the node and the environment itself see it',
     response: DescribeResult,
+  },
+  stats: {
+    method: 'GET',
+    path: '/v1/envs/{name}/stats',
+    kind: 'json',
+    access: 'env-read',
+    summary: "CPU time, memory and pids now, from the environment's cgroup (nulls when it is not running)",
+    response: EnvStats,
   },
   exec: {
     method: 'POST',

@@ -11,7 +11,17 @@ import type { ROUTES, RouteId } from '../core/contract.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { Principal } from '../core/tokens.js';
 import type { ProgressReport } from '../core/toolchain-api.js';
-import { autostartServices, ask, describeEnv, listServices, putArchive, runBatch, startService, stopService } from '../env/env-ops.js';
+import {
+  autostartServices,
+  ask,
+  describeEnv,
+  envStats,
+  listServices,
+  putArchive,
+  runBatch,
+  startService,
+  stopService,
+} from '../env/env-ops.js';
 import { execBuffered } from '../env/exec-service.js';
 import type { EnvManager } from '../env/manager.js';
 import type { PoolKeeper } from '../env/pools.js';
@@ -115,6 +125,7 @@ export const HANDLERS: Handlers = {
   handback: async ({ parts, params, body }) => handback(parts.manager, params.name!, body),
   identity: async ({ parts, params }) => parts.manager.get(params.name!).identity,
   describe: ({ parts, params }) => describeEnv(parts.manager, params.name!),
+  stats: ({ parts, params }) => envStats(parts.manager, params.name!),
   exec: ({ parts, params, body, res }) => execBuffered(parts.manager, params.name!, body, res),
   batch: ({ parts, params, body }) => runBatch(parts.manager, params.name!, body),
   snap: ({ parts, params, body }) => snap(parts.manager, params.name!, body),

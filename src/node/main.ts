@@ -8,16 +8,16 @@ import { VERSION } from '../core/version.js';
 import { startDaemon } from './daemon.js';
 import { surfaces } from './surfaces.js';
 
-const USAGE = 'usage: berth daemon [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]';
+const USAGE = 'usage: berth daemon [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--dashboard 127.0.0.1:PORT|off]';
 
-/** --listen, --tls-cert and --tls-key, as `--flag value` or `--flag=value`. */
-type Flags = Partial<Record<'listen' | 'tls-cert' | 'tls-key', string>>;
+/** --listen, --tls-cert, --tls-key and --dashboard, as `--flag value` or `--flag=value`. */
+type Flags = Partial<Record<'listen' | 'tls-cert' | 'tls-key' | 'dashboard', string>>;
 
 function parseFlags(argv: string[]): Flags {
   const out: Flags = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const m = /^--(listen|tls-cert|tls-key)(?:=(.*))?$/s.exec(a);
+    const m = /^--(listen|tls-cert|tls-key|dashboard)(?:=(.*))?$/s.exec(a);
     if (!m) {
       if (a.startsWith('--')) throw new BerthError('usage', `unknown option ${a.split('=')[0]}`, USAGE);
       throw new BerthError('usage', `unexpected argument ${JSON.stringify(a)}`, USAGE);
@@ -63,8 +63,16 @@ async function main(argv: string[]): Promise<number> {
   const f = parseFlags(rest);
   if (!!f['tls-cert'] !== !!f['tls-key']) throw new BerthError('usage', '--tls-cert and --tls-key go together');
   const stop = stopSignal();
-  const d = await startDaemon({ listen: f.listen, tlsCert: f['tls-cert'], tlsKey: f['tls-key'], extra: surfaces });
+  const s = surfaces(f.dashboard, (l) => void process.stderr.write(l + '\n'));
+  const d = await startDaemon({ listen: f.listen, tlsCert: f['tls-cert'], tlsKey: f['tls-key'], extra: s.extra });
+  try {
+    await s.start(d.config.home);
+  } catch (err) {
+    await d.close();
+    throw err;
+  }
   await Promise.race([stop, parentGone() ?? stop]);
+  s.close();
   await d.close();
   return 0;
 }

@@ -76,6 +76,8 @@ export interface NodeOptions {
   listen?: string;
   tlsCert?: string;
   tlsKey?: string;
+  /** The dashboard's address (127.0.0.1:PORT), or `off`; by default the node's own default. */
+  dashboard?: string;
   /** Each line the node writes on stderr (its log); by default, this process's stderr. */
   log?: (line: string) => void;
 }
@@ -102,6 +104,7 @@ export async function runNode(opts: NodeOptions = {}): Promise<RunningNode> {
   if (opts.listen) args.push('--listen', opts.listen);
   if (opts.tlsCert) args.push('--tls-cert', opts.tlsCert);
   if (opts.tlsKey) args.push('--tls-key', opts.tlsKey);
+  if (opts.dashboard) args.push('--dashboard', opts.dashboard);
   const { spawn } = await import('node:child_process');
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['ignore', 'inherit', 'pipe'],

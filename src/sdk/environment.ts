@@ -1,7 +1,7 @@
 // One environment, as the SDK hands it out: commands, files, services, evidence and its
 // lifetime. Everything goes through the one client of the node API.
 import type { NodeClient } from '../client/client.js';
-import type { DescribeResult, EnvInfo, ExecTiming, Readiness, ServiceInfo, SnapshotInfo, VerifyResult } from '../core/api.js';
+import type { DescribeResult, EnvInfo, EnvStats, ExecTiming, Readiness, ServiceInfo, SnapshotInfo, VerifyResult } from '../core/api.js';
 import { BerthError, typedError } from '../core/errors.js';
 import { parseReadiness } from '../core/readiness.js';
 import { AGENT_STATES } from '../core/attention.js';
@@ -246,6 +246,11 @@ export class Environment implements AsyncDisposable {
 
   describe(signal?: AbortSignal): Promise<DescribeResult> {
     return this.client.describe(this.name, signal);
+  }
+
+  /** CPU time, memory and pids now (cgroup counters; CPU time only grows). */
+  stats(signal?: AbortSignal): Promise<EnvStats> {
+    return this.client.stats(this.name, signal);
   }
 
   async refresh(signal?: AbortSignal): Promise<EnvInfo> {

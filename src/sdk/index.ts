@@ -62,6 +62,7 @@ export type { BerthEvent, EventType } from '../core/events.js';
 export type {
   DescribeResult,
   EnvInfo,
+  EnvStats,
   ExecResult,
   IdentityInfo,
   NodeInfo,

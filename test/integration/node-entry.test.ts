@@ -163,7 +163,7 @@ if (engine) {
       track(
         (async () => {
           const home = freshHome();
-          const env = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_NO_AUTOSTART: '1' };
+          const env = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_NO_AUTOSTART: '1', BERTH_DASHBOARD: '127.0.0.1:0' };
           const up = spawn(process.execPath, [BERTH, 'up', '--no-demo', '--listen', '127.0.0.1:0'], {
             env,
             stdio: ['ignore', 'pipe', 'pipe'],
@@ -195,7 +195,7 @@ if (engine) {
       track(
         (async () => {
           const home = freshHome();
-          const env: NodeJS.ProcessEnv = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine };
+          const env: NodeJS.ProcessEnv = { ...process.env, BERTH_HOME: home, BERTH_ENGINE: engine, BERTH_DASHBOARD: '127.0.0.1:0' };
           delete env.BERTH_NO_AUTOSTART;
           const ls = await run(process.execPath, [BERTH, 'ls'], { env, timeoutMs: 60_000 });
           assert.equal(ls.code, 0, ls.stderr);

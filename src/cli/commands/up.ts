@@ -21,15 +21,24 @@ export async function cmdDaemon(argv: string[]): Promise<number> {
 }
 
 export async function cmdUp(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen'] });
+  const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen', 'dashboard'] });
   // A signal stops the node at once, whatever up is doing then (the work in flight then fails).
   let running: RunningNode | undefined;
   const stopped = stopSignal();
   void stopped.then(() => running?.stop());
-  const node = (running = await runNode({ listen: flag(p, 'listen') }));
+  const node = (running = await runNode({ listen: flag(p, 'listen'), dashboard: flag(p, 'dashboard') }));
   const client = node.client;
+  let dashboardUrl: string | undefined;
   try {
     await ensureToolchain({ node: client });
+    // A one-time login link, when the node serves the dashboard (it answers 404 when it does not).
+    dashboardUrl = await client.request<{ url: string }>('POST', '/dashboard/login').then(
+      (r) => r.url,
+      (err: unknown) => {
+        if (err instanceof BerthError && err.code === 'not_found') return undefined;
+        throw err;
+      },
+    );
     if (!bool(p, 'no-demo')) {
       const repo = demoRepo(berthHome());
       const envs = await client.listEnvs();
@@ -52,6 +61,7 @@ export async function cmdUp(argv: string[]): Promise<number> {
     [
       '',
       `berth node ${info.node} is up on ${localSocketPath()}${tcp ? ` and ${tcp.tls ? 'tls' : 'tcp'}://${tcp.host}:${tcp.port}` : ''}.`,
+      ...(dashboardUrl ? [`The dashboard (a one-time login link; \`${berth} dashboard\` prints another): ${dashboardUrl}`] : []),
       'Try, in another terminal:',
       `  ${berth} ls`,
       `  ${berth} exec demo -- npm test`,
