@@ -16,7 +16,7 @@ const layer = (files, forbidden, why) => ({
 
 export default tseslint.config(
   // The dashboard's browser code is plain JavaScript for the browser, served as it is.
-  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'src/dashboard/web/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'src/dashboard/web/**', 'scripts/**/*.mjs'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -89,7 +89,13 @@ export default tseslint.config(
     },
   },
   layer(['src/env/**'], ['node', 'client', 'sdk', 'mcp', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
-  layer(['src/node/**'], ['client', 'sdk', 'mcp', 'dashboard', 'cli'], 'the daemon knows nothing of its clients'),
+  {
+    ...layer(['src/node/**'], ['client', 'sdk', 'mcp', 'dashboard', 'cli'], 'the daemon knows nothing of its clients'),
+    ignores: ['src/node/main.ts', 'src/node/surfaces.ts'],
+  },
+  // The node's composition root: its entry point, and the surfaces it serves beside the API
+  // (MCP at /mcp, the dashboard), which reach the daemon through the one client. Never the CLI.
+  layer(['src/node/main.ts', 'src/node/surfaces.ts'], ['cli'], "the node's entry point knows nothing of the CLI"),
   layer(
     ['src/remote/**'],
     ['env', 'node', 'client', 'sdk', 'mcp', 'cli'],
@@ -115,12 +121,11 @@ export default tseslint.config(
     ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'mcp', 'cli'],
     'the dashboard reaches the node only through the SDK and the one client',
   ),
-  // Surfaces reach the node only through the one client (and the SDK over it). The three files
-  // excepted still hold orchestration that is moving into the SDK and the daemon: the daemon
-  // started in the foreground (`up`), toolchain build and transfer, and `enter`.
+  // Surfaces reach the node only through the one client (and the SDK over it), every CLI file
+  // alike: orchestration (enter, push, placement, nodes) is the SDK's, and work that needs the
+  // engine, the toolchain builder or the registry is the daemon's, behind routes of the contract.
   {
     files: ['src/cli/**'],
-    ignores: ['src/cli/commands/up.ts', 'src/cli/commands/toolchain.ts', 'src/cli/commands/remote.ts'],
     rules: {
       'no-restricted-imports': [
         'error',

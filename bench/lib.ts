@@ -411,10 +411,13 @@ export function makeRepo(): string {
   return path;
 }
 
-/** The default toolchain image's digest, as `berth toolchain build` prints it (cached). */
+/**
+ * The default toolchain image's digest, as `berth toolchain build` prints it (cached), on a
+ * node of its own that stops when it is done (scripts/toolchain-into.sh).
+ */
 export async function toolchainDigest(): Promise<string> {
   log('berth toolchain build (cached)');
-  const out = await mustRun(process.execPath, [BERTH, 'toolchain', 'build'], { cwd: ROOT, timeoutMs: 600_000 });
+  const out = await mustRun('bash', [join(ROOT, 'scripts', 'toolchain-into.sh')], { cwd: ROOT, timeoutMs: 600_000 });
   const digest = out
     .split('\n')
     .map((l) => l.trim())

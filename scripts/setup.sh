@@ -83,6 +83,6 @@ if [ ! -f dist/src/cli/main.js ] || [ -n "$(find src bench test -newer dist/src/
 fi
 
 if [ "$toolchain" = 1 ]; then
-  node bin/berth toolchain build >/dev/null
+  bash scripts/toolchain-into.sh >/dev/null
 fi
 say "ready"

@@ -36,6 +36,7 @@ import { fillPath } from '../core/route-path.js';
 import type { Shape } from '../core/shape.js';
 import type { HandbackRequest, StatusRequest, TakeoverRequest } from '../core/supervision.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
+import type { ProgressLine, ProgressReport } from '../core/toolchain-api.js';
 import type { ExecEnd } from '../core/ws-codec.js';
 import { EXEC_TAG, FLOW, tagged, untag } from '../core/ws-tags.js';
 import { Http1Error, Http1Pool, type Http1Answer } from './http1.js';
@@ -252,6 +253,69 @@ export class NodeClient {
   /** A route's path, filled in. */
   private async routePath(id: RouteId, params: Record<string, string>): Promise<string> {
     return fillPath((await contractShapes()).routes[id]!.path, params);
+  }
+
+  /**
+   * One call of a `progress` route: each progress line goes to `onProgress` as it comes, and the
+   * result line is the answer, checked against the route's response schema; an error line (or
+   * an error answer) is thrown as its typed error.
+   */
+  async callProgress<K extends RouteId>(
+    id: K,
+    args: CallArgs<K> & { onProgress?: (p: ProgressReport) => void } = {},
+  ): Promise<ResponseOf<K>> {
+    const shapes = await contractShapes();
+    const spec = shapes.routes[id];
+    const lineShape = shapes.messages.ProgressLine;
+    if (!spec || !lineShape) throw typedError('internal', `no progress route ${id} in the contract this client was built with`);
+    const payload = Buffer.from(JSON.stringify(args.body ?? {}));
+    const headers: Record<string, string> = {
+      accept: 'application/x-ndjson',
+      'content-type': 'application/json',
+      'content-length': String(payload.length),
+    };
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    const base = this.o.url ? new URL(this.o.url) : undefined;
+    const path = fillPath(spec.path, args.params ?? {});
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = this.mod.request(
+        {
+          agent: this.agent,
+          method: spec.method,
+          path,
+          headers,
+          signal: args.signal,
+          ...(base ? { host: base.hostname, port: Number(base.port) } : { socketPath: this.o.socketPath }),
+        },
+        (r) => {
+          if ((r.statusCode ?? 500) < 400) return resolve(r);
+          refusal(r, `node answered HTTP ${r.statusCode}`).then(reject, reject);
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => reject(err.name === 'AbortError' ? err : unreachable(this.target, err)));
+      req.end(payload);
+    });
+    let buf = '';
+    let result: { value: unknown } | undefined;
+    try {
+      for await (const chunk of res) {
+        buf += (chunk as Buffer).toString('utf8');
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+          const text = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (!text.trim()) continue;
+          const line = checked(lineShape, JSON.parse(text), `the node's progress for ${id}`) as ProgressLine;
+          if ('progress' in line) args.onProgress?.(line.progress);
+          else if ('error' in line) throw BerthError.fromWire(line.error, 500);
+          else result = { value: line.result };
+        }
+      }
+    } catch (err) {
+      if (err instanceof BerthError || args.signal?.aborted) throw err;
+      throw interrupted();
+    }
+    if (!result) throw interrupted();
+    return checked(spec.response, result.value, `the node's answer to ${id}`) as ResponseOf<K>;
   }
 
   node(signal?: AbortSignal): Promise<NodeInfo> {

@@ -31,6 +31,7 @@ import {
 import { BerthEvent } from './events.js';
 import { HandbackRequest, StatusRequest, TakeoverRequest } from './supervision.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
+import { TOOLCHAIN_ROUTES } from './toolchain-api.js';
 import { WireErrorSchema } from './wire-error.js';
 
 /**
@@ -49,9 +50,11 @@ export type Access = 'any' | 'node' | 'list' | 'create' | 'env-read' | 'env-writ
  * - `bytes`: the answer is raw bytes (blobs, manifests);
  * - `upload`: the request body is raw bytes (a blob, a tar), the answer JSON;
  * - `websocket`: an upgrade; messages as the route's codec says;
- * - `events`: server-sent events.
+ * - `events`: server-sent events;
+ * - `progress`: a JSON request; the answer is NDJSON, progress lines and then the result (or
+ *   the error) on a line of its own (src/core/toolchain-api.ts: ProgressLine).
  */
-export type RouteKind = 'json' | 'bytes' | 'upload' | 'websocket' | 'events';
+export type RouteKind = 'json' | 'bytes' | 'upload' | 'websocket' | 'events' | 'progress';
 
 export interface RouteSpec {
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -62,7 +65,7 @@ export interface RouteSpec {
   summary: string;
   query?: z.AnyZodObject;
   request?: z.ZodTypeAny;
-  /** The success answer: JSON for `json` and `upload`, the first message's shape otherwise. */
+  /** The success answer: JSON for `json` and `upload`, the result line's for `progress`, the first message's shape otherwise. */
   response: z.ZodTypeAny;
   /** The success status, when not 200. */
   status?: number;
@@ -495,6 +498,7 @@ export const ROUTES = {
     summary: 'revoke a token',
     response: z.object({ removed: z.string() }),
   },
+  ...TOOLCHAIN_ROUTES,
 } as const satisfies Record<string, RouteSpec>;
 
 export type RouteId = keyof typeof ROUTES;

@@ -8,3 +8,8 @@ export function berthHome(env: NodeJS.ProcessEnv = process.env): string {
 export function localSocketPath(env: NodeJS.ProcessEnv = process.env): string {
   return join(berthHome(env), 'berth.sock');
 }
+
+/** Where berth keeps what can be made again (toolchain layers, staged caches): $BERTH_CACHE, else ~/.cache/berth. */
+export function berthCache(env: NodeJS.ProcessEnv = process.env): string {
+  return env.BERTH_CACHE ?? join(env.HOME ?? '/root', '.cache', 'berth');
+}

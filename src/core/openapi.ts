@@ -28,7 +28,14 @@ export function openApiDocument(): Record<string, unknown> {
           schema: schema(s),
         }))
       : [];
-    const okType = r.kind === 'bytes' ? 'application/octet-stream' : r.kind === 'events' ? 'text/event-stream' : 'application/json';
+    const okType =
+      r.kind === 'bytes'
+        ? 'application/octet-stream'
+        : r.kind === 'events'
+          ? 'text/event-stream'
+          : r.kind === 'progress'
+            ? 'application/x-ndjson'
+            : 'application/json';
     const op: Record<string, unknown> = {
       operationId: id,
       summary: r.summary,

@@ -5,6 +5,7 @@ import type { Shape, ShapeTable } from './shape.js';
 import { ROUTES, type RouteSpec } from './contract.js';
 import { BerthEvent } from './events.js';
 import { ExecEnd } from './ws-codec.js';
+import { ProgressLine } from './toolchain-api.js';
 
 interface Check {
   kind: string;
@@ -128,5 +129,5 @@ export function shapeTable(): ShapeTable {
   for (const [id, r] of Object.entries(ROUTES) as Array<[string, RouteSpec]>) {
     routes[id] = { method: r.method, path: r.path, kind: r.kind, response: shapeOf(r.response) };
   }
-  return { routes, messages: { BerthEvent: shapeOf(BerthEvent), ExecEnd: shapeOf(ExecEnd) } };
+  return { routes, messages: { BerthEvent: shapeOf(BerthEvent), ExecEnd: shapeOf(ExecEnd), ProgressLine: shapeOf(ProgressLine) } };
 }

@@ -10,6 +10,7 @@ import type { NodeInfo } from '../core/api.js';
 import type { ROUTES, RouteId } from '../core/contract.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { Principal } from '../core/tokens.js';
+import type { ProgressReport } from '../core/toolchain-api.js';
 import {
   autostartServices,
   ask,
@@ -33,6 +34,7 @@ import { fetchFromEnv } from '../remote/git-remote.js';
 import { capped, MAX_ARCHIVE, MAX_BLOB, readRaw } from './http-io.js';
 import { reaches, scopeCreate } from './scope.js';
 import type { TokenStore } from './tokens.js';
+import { TOOLCHAIN_HANDLERS } from './toolchain-handlers.js';
 
 /** The largest file read or written through the files routes (the agent's own limit). */
 const MAX_FILE = 32 * 1024 * 1024;
@@ -54,6 +56,8 @@ export interface HandlerCtx<K extends RouteId> {
   params: Record<string, string>;
   query: URLSearchParams;
   body: (typeof ROUTES)[K] extends { request: z.ZodTypeAny } ? z.infer<(typeof ROUTES)[K]['request']> : undefined;
+  /** Reports progress on a `progress` route (a no-op on the others). */
+  progress: (p: ProgressReport) => void;
 }
 
 /** An answer with a status other than the route's usual one. */
@@ -75,7 +79,7 @@ function operator(): string {
   return `${user}@${hostname()}`;
 }
 
-type Handlers = { [K in RouteId]?: (c: HandlerCtx<K>) => Promise<unknown> };
+export type Handlers = { [K in RouteId]?: (c: HandlerCtx<K>) => Promise<unknown> };
 
 export const HANDLERS: Handlers = {
   nodeInfo: ({ parts }) => parts.nodeInfo(),
@@ -222,4 +226,5 @@ export const HANDLERS: Handlers = {
     parts.tokens.remove(params.token!);
     return { removed: params.token! };
   },
+  ...TOOLCHAIN_HANDLERS,
 };

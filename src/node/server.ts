@@ -13,6 +13,7 @@ import type { Principal } from '../core/tokens.js';
 import { streamEvents } from './events-stream.js';
 import { Answer, HANDLERS, type HandlerCtx, type NodeParts } from './handlers.js';
 import { parse, readJson, reply, replyError, type Reply } from './http-io.js';
+import { answerWithProgress } from './progress-answer.js';
 import { checkAccess } from './scope.js';
 import { takenOverError } from '../core/supervision.js';
 import { leaseOf } from '../env/supervision.js';
@@ -179,8 +180,14 @@ async function route(
   const handle: ((c: HandlerCtx<RouteId>) => Promise<unknown>) | undefined = HANDLERS[r.id];
   if (!handle) throw new BerthError('internal', `route ${r.id} has no handler`);
   const schema: z.ZodType | undefined = r.spec.request;
-  const body: unknown = r.spec.kind === 'json' && schema ? parse(schema, await readJson(req)) : undefined;
-  const out = await handle({ parts: o, principal, req, res, params, query: url.searchParams, body: body as never });
+  const jsonBody = r.spec.kind === 'json' || r.spec.kind === 'progress';
+  const body: unknown = jsonBody && schema ? parse(schema, await readJson(req)) : undefined;
+  const ctx = { parts: o, principal, req, res, params, query: url.searchParams, body: body as never, progress: () => {} };
+  if (r.spec.kind === 'progress') {
+    await answerWithProgress(res, o.log, (progress) => handle({ ...ctx, progress }));
+    return undefined;
+  }
+  const out = await handle(ctx);
   if (out instanceof Answer) return { status: out.status, body: out.body };
   return { status: r.spec.status ?? 200, body: out };
 }

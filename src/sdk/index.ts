@@ -10,6 +10,37 @@ export {
   type ServiceOptions,
 } from './environment.js';
 export { NodeClient, type ClientOptions } from '../client/client.js';
+// Many nodes: this machine's list of nodes, `NODE/ENV` names, placement, enter and push, ports.
+export {
+  addNode,
+  listEverywhere,
+  loadNodes,
+  nodeStatuses,
+  removeNode,
+  target,
+  type NodeAddOptions,
+  type NodeEntry,
+  type NodeStatus,
+  type Target,
+} from './nodes.js';
+export { place, policy } from './placement.js';
+export { enter, push, type Entered, type EnterOptions, type Pushed } from './enter.js';
+export { forward, type Forwarded } from './forward.js';
+// Toolchains, built and moved by the node; the local node run in the foreground.
+export {
+  buildToolchain,
+  pullToolchain,
+  pushToolchain,
+  registryFromEnv,
+  toolchainStatus,
+  type BuiltToolchain,
+  type ProgressOptions,
+  type ProgressReport,
+  type PulledToolchain,
+  type PushedToolchain,
+  type ToolchainStatus,
+} from './toolchain.js';
+export { runNode, type NodeOptions, type RunningNode } from './connect.js';
 export {
   BerthError,
   ConflictError,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { canonicalJson, sha256Hex } from '../core/canonical-json.js';
 import { mirrorFor, parseDeb822, parseOneLine, type AptSource } from '../core/apt-sources.js';
 import { BerthError } from '../core/errors.js';
+import { berthCache } from '../core/home.js';
 import type { Engine } from '../engine/engine.js';
 import { imageArchive } from './archive.js';
 import { linkLayer } from './layer-cache.js';
@@ -74,7 +75,7 @@ export function readAptSources(root = '/etc/apt'): AptSource[] {
 }
 
 export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.BERTH_CACHE ?? join(env.HOME ?? '/root', '.cache', 'berth');
+  return berthCache(env);
 }
 
 export async function buildBaseImage(

@@ -3,23 +3,9 @@
 // of each lockfile at the commit), so they are known before any checkout.
 import { execFile } from 'node:child_process';
 import { sha256Hex } from '../core/canonical-json.js';
+import { CACHE_KINDS } from '../core/cache-kinds.js';
 
-export interface CacheKind {
-  kind: string;
-  lockfiles: RegExp;
-  /** Where the package manager keeps its cache inside the environment. */
-  target: string;
-}
-
-export const CACHE_KINDS: CacheKind[] = [
-  { kind: 'npm', lockfiles: /^package-lock\.json$/, target: '/root/.npm' },
-  { kind: 'pnpm', lockfiles: /^pnpm-lock\.yaml$/, target: '/root/.local/share/pnpm/store' },
-  { kind: 'yarn', lockfiles: /^yarn\.lock$/, target: '/usr/local/share/.cache/yarn' },
-  { kind: 'pip', lockfiles: /^requirements.*\.txt$/, target: '/root/.cache/pip' },
-  { kind: 'poetry', lockfiles: /^poetry\.lock$/, target: '/root/.cache/pypoetry' },
-  { kind: 'go', lockfiles: /^go\.sum$/, target: '/root/go/pkg/mod' },
-  { kind: 'cargo', lockfiles: /^Cargo\.lock$/, target: '/root/.cargo/registry' },
-];
+export { CACHE_KINDS, cacheKeyDigest, cacheTarget, cacheVolumeName, type CacheKind } from '../core/cache-kinds.js';
 
 /** {kind: key} for every kind whose lockfile is at the repository root at `commit`. */
 export function cacheKeysAt(mirror: string, commit: string): Promise<Record<string, string>> {
@@ -44,20 +30,4 @@ export function cacheKeysAt(mirror: string, commit: string): Promise<Record<stri
       },
     );
   });
-}
-
-export function cacheVolumeName(kind: string, key: string): string {
-  return `berth-cache-${kind}-${key}`;
-}
-
-export function cacheTarget(kind: string): string | undefined {
-  return CACHE_KINDS.find((k) => k.kind === kind)?.target;
-}
-
-/** One short key over all of an identity's cache keys, for matching pools. */
-export function cacheKeyDigest(keys: Record<string, string>): string {
-  const parts = Object.keys(keys)
-    .sort()
-    .map((k) => `${k}=${keys[k]}`);
-  return parts.length ? sha256Hex(parts.join(',')).slice(0, 16) : 'none';
 }

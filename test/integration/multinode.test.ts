@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BERTH, makeRepo, run } from '../helpers/fixture.js';
+import { BERTH, makeRepo, NodeFixture, run } from '../helpers/fixture.js';
 import { startRegistry, TestNetwork, type TestHost } from '../helpers/hosts.js';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.js';
 import type { EnvInfo } from '../../src/core/api.js';
@@ -54,14 +54,19 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     registry = await startRegistry(reg);
     // This machine's node built the toolchain; it goes to the registry, and the agent nodes
     // take it from there into their own storage. The laptop starts with none.
-    const push = await run(process.execPath, [BERTH, 'toolchain', 'push', '--registry', registry, '--json']);
-    assert.equal(push.code, 0, push.stderr);
-    digest = (JSON.parse(push.stdout) as { digest: string }).digest;
+    const here = await NodeFixture.start('podman');
+    try {
+      const push = await here.cli(['toolchain', 'push', '--registry', registry, '--json']);
+      assert.equal(push.code, 0, push.stderr);
+      digest = (JSON.parse(push.stdout) as { digest: string }).digest;
+    } finally {
+      await here.stop(false);
+    }
     for (const h of [laptop, agents1, agents2]) await h.startPodman();
     for (const h of [agents1, agents2]) {
+      await h.startNode();
       const pull = await h.cli(['toolchain', 'pull', digest, '--registry', registry], { timeoutMs: 300_000 });
       assert.equal(pull.code, 0, pull.stderr);
-      await h.startNode();
     }
     await laptop.startNode();
     for (const [name, h] of [
@@ -258,6 +263,7 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     };
     const fresh = net.addHost('fresh');
     await fresh.startPodman();
+    await fresh.startNode();
     const inEngine = (): number =>
       spawnSync('podman', ['--root', join(fresh.dir, 'storage'), '--runroot', join(fresh.dir, 'run'), 'image', 'exists', digest]).status ??
       -1;

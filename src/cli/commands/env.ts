@@ -7,7 +7,7 @@ import { isRemoteRepo } from '../../core/repo.js';
 import { bool, flag, numberFlag, parseArgs } from '../args.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
-import { place } from '../placement.js';
+import { place } from '../../sdk/placement.js';
 import { envTable, printJson } from '../output.js';
 import { byAttention, leaseNotice } from '../../core/attention.js';
 

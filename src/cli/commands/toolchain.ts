@@ -1,61 +1,23 @@
+// `berth toolchain build|push|pull`: the node builds and moves toolchains (src/sdk/toolchain.ts);
+// this draws its progress.
 import { BerthError } from '../../core/errors.js';
-import { discoverEngine } from '../../engine/discovery.js';
-import type { Engine } from '../../engine/engine.js';
-import { buildBaseImage, defaultToolchainDigest, setDefaultToolchain, type BuildResult } from '../../toolchain/base-image.js';
-import { pullImage, pushImage, registryFromEnv, type PullVia, type TransferProgress } from '../../remote/registry.js';
+import { connectLocal } from '../../sdk/connect.js';
+import { buildToolchain, pullToolchain, pushToolchain, registryFromEnv, type BuiltToolchain } from '../../sdk/toolchain.js';
+import type { NodeClient } from '../../client/client.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { printJson } from '../output.js';
-import { Progress, trace } from '../progress.js';
+import { Progress } from '../progress.js';
 
-export async function ensureToolchain(opts: { force?: boolean; quiet?: boolean } = {}): Promise<BuildResult> {
-  const { engine } = await discoverEngine({ log: (l) => process.stderr.write(l + '\n') });
+/** Builds the default toolchain on `node` (or the local node), with a progress bar. */
+export async function ensureToolchain(opts: { force?: boolean; quiet?: boolean; node?: NodeClient } = {}): Promise<BuiltToolchain> {
+  const node = opts.node ?? (await connectLocal({ autostart: true }));
   const bar = new Progress('toolchain', opts.quiet);
   try {
-    const r = await buildBaseImage(engine, {
-      force: opts.force,
-      onProgress: (p) => (p.phase === 'done' ? undefined : bar.update(p.message, p.fraction)),
-    });
+    const r = await buildToolchain(node, { force: opts.force, onProgress: (p) => bar.update(p.message, p.fraction) });
     bar.done(`${r.digest} (${r.cached === 'image' ? 'cached' : r.cached === 'archive' ? 'loaded from cache' : 'built'})`);
     return r;
   } finally {
-    engine.close();
-  }
-}
-
-/**
- * Moves a toolchain through a registry, with a progress bar of its own, or reporting to
- * `onProgress` when the caller draws one (enter shows it beside its other work).
- */
-export async function transferToolchain(
-  what: 'push' | 'pull',
-  digest: string,
-  registry: string,
-  opts: { quiet?: boolean; onProgress?: (message: string, fraction?: number) => void; engine?: Engine; via?: PullVia } = {},
-): Promise<{ bytes: number; reused: number; via?: 'engine' | 'berth' | null }> {
-  const engine = opts.engine ?? (await discoverEngine({ log: (l) => process.stderr.write(l + '\n') })).engine;
-  trace(`toolchain ${what}: engine found`);
-  const bar = opts.onProgress ? null : new Progress(`toolchain ${what}`, opts.quiet);
-  const update = opts.onProgress ?? ((m: string, f?: number) => bar?.update(m, f));
-  try {
-    const progress = (p: TransferProgress): void =>
-      update(
-        p.message ?? `${p.phase} ${(p.bytes / 1e6).toFixed(1)} MB`,
-        p.fraction ?? (p.total ? Math.min(1, p.bytes / p.total) : undefined),
-      );
-    if (what === 'push') {
-      const r = await pushImage(engine, digest, registry, progress);
-      bar?.done(`${digest.slice(0, 19)} in ${registry}: ${(r.uploaded / 1e6).toFixed(1)} MB sent, ${r.skipped} layer(s) already there`);
-      return { bytes: r.uploaded, reused: r.skipped };
-    }
-    const r = await pullImage(engine, digest, registry, progress, opts.via);
-    // A node's first toolchain becomes its default.
-    if (!defaultToolchainDigest()) setDefaultToolchain(digest);
-    bar?.done(
-      `${digest.slice(0, 19)}: ${(r.downloaded / 1e6).toFixed(1)} MB ${r.via === 'engine' ? 'pulled by the engine' : 'received'}, ${r.reused} layer(s) already here`,
-    );
-    return { bytes: r.downloaded, reused: r.reused, via: r.via };
-  } finally {
-    if (!opts.engine) engine.close();
+    if (!opts.node) node.close();
   }
 }
 
@@ -68,11 +30,28 @@ export async function cmdToolchain(argv: string[]): Promise<number> {
       throw new BerthError('usage', `--via must be engine, berth or auto, not ${via}`);
     const registry = flag(p, 'registry') ?? registryFromEnv();
     if (!registry) throw new BerthError('usage', `berth toolchain ${sub} needs --registry HOST:PORT (or BERTH_REGISTRY)`);
-    const digest = p.positionals[0] ?? (sub === 'push' ? defaultToolchainDigest() : undefined);
-    if (!digest || !/^sha256:[0-9a-f]{64}$/.test(digest))
+    const digest = p.positionals[0];
+    if (sub === 'pull' ? !digest : false) throw new BerthError('usage', 'usage: berth toolchain pull DIGEST --registry HOST:PORT');
+    if (digest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(digest))
       throw new BerthError('usage', `usage: berth toolchain ${sub} [DIGEST] --registry HOST:PORT`);
-    const r = await transferToolchain(sub, digest, registry, { quiet: bool(p, 'json'), via });
-    if (bool(p, 'json')) printJson({ digest, registry, ...r });
+    const node = await connectLocal({ autostart: true });
+    const bar = new Progress(`toolchain ${sub}`, bool(p, 'json'));
+    const onProgress = ({ message, fraction }: { message: string; fraction?: number }): void => bar.update(message, fraction);
+    try {
+      if (sub === 'push') {
+        const r = await pushToolchain(node, registry, { digest, onProgress });
+        bar.done(`${r.digest.slice(0, 19)} in ${registry}: ${(r.bytes / 1e6).toFixed(1)} MB sent, ${r.reused} layer(s) already there`);
+        if (bool(p, 'json')) printJson(r);
+      } else {
+        const r = await pullToolchain(node, digest!, registry, { via, onProgress });
+        bar.done(
+          `${r.digest.slice(0, 19)}: ${(r.bytes / 1e6).toFixed(1)} MB ${r.via === 'engine' ? 'pulled by the engine' : 'received'}, ${r.reused} layer(s) already here`,
+        );
+        if (bool(p, 'json')) printJson(r);
+      }
+    } finally {
+      node.close();
+    }
     return 0;
   }
   if (sub !== 'build')

@@ -1,61 +1,46 @@
-// `berth up`: the node in the foreground, with a demo environment and what to try next.
+// `berth up`: the node in the foreground, with a demo environment and what to try next; and
+// `berth daemon` when the CLI itself is asked for it (bin/berth sends `daemon` straight to the
+// node's entry point, src/node/main.ts). The node runs as a process of its own (src/sdk/connect.ts).
+import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
-import { NodeClient } from '../../client/client.js';
 import { BerthError } from '../../core/errors.js';
-import { startDaemon } from '../../node/daemon.js';
-import { mcpHttpHandler } from '../../mcp/http.js';
-import { Dashboard, dashboardAddress } from '../../dashboard/index.js';
-
-/**
- * The surfaces the daemon serves beside its API: MCP over streamable HTTP at /mcp, and the
- * dashboard (its own listener on loopback, and /dashboard/login on the API).
- */
-function surfaces(dashboardFlag: string | undefined) {
-  const where = dashboardAddress(dashboardFlag);
-  const log = (l: string): void => void process.stderr.write(l + '\n');
-  const dashboard = where ? new Dashboard({ ...where, log }) : undefined;
-  return {
-    dashboard,
-    extra: (socketPath: string) => ({ '/mcp': mcpHttpHandler(socketPath), ...dashboard?.handlers(socketPath) }),
-    start: async (home: string): Promise<void> => dashboard?.start(home),
-    close: (): void => dashboard?.close(),
-  };
-}
+import { berthHome, localSocketPath } from '../../core/home.js';
+import { nodeEntry, runNode, type RunningNode } from '../../sdk/connect.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { ensureToolchain } from './toolchain.js';
 
+/** The node's entry point in this process's place: its output, signals and exit code are its own. */
 export async function cmdDaemon(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: [], value: ['listen', 'tls-cert', 'tls-key', 'dashboard'] });
-  if (!!flag(p, 'tls-cert') !== !!flag(p, 'tls-key')) throw new BerthError('usage', '--tls-cert and --tls-key go together');
-  const s = surfaces(flag(p, 'dashboard'));
-  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key'), extra: s.extra });
-  try {
-    await s.start(d.config.home);
-  } catch (err) {
-    await d.close();
-    throw err;
-  }
-  await waitForSignal();
-  s.close();
-  await d.close();
-  return 0;
+  const child = spawn(process.execPath, [nodeEntry(), 'daemon', ...argv], { stdio: 'inherit' });
+  const forward = (s: NodeJS.Signals): void => void child.kill(s);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
 }
 
 export async function cmdUp(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen', 'dashboard'] });
-  await ensureToolchain();
-  const s = surfaces(flag(p, 'dashboard'));
-  const d = await startDaemon({ listen: flag(p, 'listen'), extra: s.extra });
-  const client = new NodeClient({ socketPath: d.socketPath });
+  // A signal stops the node at once, whatever up is doing then (the work in flight then fails).
+  let running: RunningNode | undefined;
+  const stopped = stopSignal();
+  void stopped.then(() => running?.stop());
+  const node = (running = await runNode({ listen: flag(p, 'listen'), dashboard: flag(p, 'dashboard') }));
+  const client = node.client;
   let dashboardUrl: string | undefined;
   try {
-    await s.start(d.config.home);
-    if (s.dashboard?.url) dashboardUrl = (await client.request<{ url: string }>('POST', '/dashboard/login')).url;
+    await ensureToolchain({ node: client });
+    // A one-time login link, when the node serves the dashboard (it answers 404 when it does not).
+    dashboardUrl = await client.request<{ url: string }>('POST', '/dashboard/login').then(
+      (r) => r.url,
+      (err: unknown) => {
+        if (err instanceof BerthError && err.code === 'not_found') return undefined;
+        throw err;
+      },
+    );
     if (!bool(p, 'no-demo')) {
-      const repo = demoRepo(d.config.home);
+      const repo = demoRepo(berthHome());
       const envs = await client.listEnvs();
       if (!envs.some((e) => e.name === 'demo')) {
         const t0 = Date.now();
@@ -66,18 +51,17 @@ export async function cmdUp(argv: string[]): Promise<number> {
       process.stderr.write(`berth: \`npm test\` in demo exited ${r.exitCode} (agent round trip ${r.timing.transportMs} ms)\n`);
     }
   } catch (err) {
-    s.close();
-    await d.close();
+    await node.stop();
     throw err;
-  } finally {
-    client.close();
   }
+  const info = await client.node();
+  const tcp = node.tcp;
   const berth = 'bin/berth';
   process.stdout.write(
     [
       '',
-      `berth node ${d.config.nodeId} is up on ${d.socketPath}${d.tcp ? ` and tcp://${d.tcp.host}:${d.tcp.port}` : ''}.`,
-      ...(dashboardUrl ? [`The dashboard (a one-time login link; \`${'bin/berth'} dashboard\` prints another): ${dashboardUrl}`] : []),
+      `berth node ${info.node} is up on ${localSocketPath()}${tcp ? ` and ${tcp.tls ? 'tls' : 'tcp'}://${tcp.host}:${tcp.port}` : ''}.`,
+      ...(dashboardUrl ? [`The dashboard (a one-time login link; \`${berth} dashboard\` prints another): ${dashboardUrl}`] : []),
       'Try, in another terminal:',
       `  ${berth} ls`,
       `  ${berth} exec demo -- npm test`,
@@ -89,14 +73,13 @@ export async function cmdUp(argv: string[]): Promise<number> {
     ].join('\n'),
   );
   if (bool(p, 'detach')) {
-    s.close();
-    await d.close();
+    await node.stop();
     return 0;
   }
-  await waitForSignal();
-  s.close();
-  await d.close();
-  return 0;
+  const ended = await Promise.race([stopped.then(() => null), node.exited]);
+  if (ended !== null) throw new BerthError('internal', `the node stopped by itself (exit ${ended})`, 'see the lines above');
+  const code = await node.stop();
+  return code === 0 ? 0 : code;
 }
 
 /** The demo repository ships as plain files; it becomes a git repository on first use. */
@@ -117,9 +100,9 @@ function demoRepo(home: string): string {
   return dst;
 }
 
-function waitForSignal(): Promise<void> {
+/** The first SIGINT or SIGTERM; the node (a child) stops on it too, and is waited for. */
+function stopSignal(): Promise<void> {
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+    for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => resolve());
   });
 }

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
 import { berthHome } from '../core/home.js';
-import { loadNodes } from '../sdk/nodes.js';
+import { loadNodes } from './nodes.js';
 
 const DEFAULTS: Record<string, string> = { human: 'local', agent: 'local', ci: 'local' };
 
@@ -20,7 +20,7 @@ export function policy(): { rules: Record<string, string>; source: string } {
   }
 }
 
-/** Where `name` goes for `operator`: a target (`ENV` or `NODE/ENV`) and the reason. */
+/** Where `name` goes for `operator`: a target (`ENV` or `NODE/ENV`, see `target`) and the reason. */
 export function place(operator: string, name: string): { target: string; reason: string } {
   if (name.includes('/')) return { target: name, reason: `placed explicitly on ${name.split('/')[0]}` };
   const { rules, source } = policy();
