@@ -37,6 +37,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth ssh-config                     Host entries for "ssh NAME.NODE.berth"
   berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
   berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
+  berth secret set NAME --value-file F|--value-stdin --host HOST[:PORT] [--header 'Authorization: Bearer {}'] [--env-var VAR]
+  berth secret ls | berth secret rm NAME   the environment holds a placeholder; the node swaps in the value on the wire
+  berth new ... --secret NAME          (repeatable) the environment gets NAME's variable, holding a placeholder
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
 
@@ -89,6 +92,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'ssh-proxy': async () => (await ssh()).cmdSshProxy,
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
+  secret: async () => (await import('./commands/secrets.js')).cmdSecret,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
 };
 

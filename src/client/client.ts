@@ -31,6 +31,7 @@ import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type R
 import { BerthError, typedError } from '../core/errors.js';
 import { BerthEvent } from '../core/events.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
+import type { SecretInfo, SecretSetRequest } from '../core/secrets.js';
 import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
 
 /** The arguments of one call: path parameters, query, body, and a signal. */
@@ -236,6 +237,18 @@ export class NodeClient {
 
   removeToken(id: string, signal?: AbortSignal): Promise<{ removed: string }> {
     return this.call('removeToken', { params: { token: id }, signal });
+  }
+
+  async secrets(signal?: AbortSignal): Promise<SecretInfo[]> {
+    return (await this.call('listSecrets', { signal })).secrets;
+  }
+
+  setSecret(name: string, req: SecretSetRequest, signal?: AbortSignal): Promise<SecretInfo> {
+    return this.call('setSecret', { params: { secret: name }, body: req, signal });
+  }
+
+  removeSecret(name: string, signal?: AbortSignal): Promise<{ removed: string }> {
+    return this.call('removeSecret', { params: { secret: name }, signal });
   }
 
   /**

@@ -1,6 +1,7 @@
 // The wire schema: the one source for the daemon, the SDK and the CLI.
 import { z } from 'zod';
 import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
+import { EnvSecret } from './secrets.js';
 
 export const API_VERSION = 'v1';
 
@@ -37,6 +38,8 @@ export const CreateEnvRequest = z
     idleTtlSeconds: z.number().int().positive().max(31_536_000).optional(),
     /** Never take one from a pre-warmed pool. */
     noPool: z.boolean().optional(),
+    /** Secrets by name: the environment gets each one's variable holding a placeholder. */
+    secrets: z.array(z.string().min(1).max(63)).max(32).optional(),
     /** Entered from another node: where pushes go back to. */
     upstream: z
       .object({ node: z.string().max(256), env: z.string().max(63), url: z.string().max(2048), snapshot: z.string().max(80) })
@@ -103,6 +106,8 @@ export const EnvInfo = z.object({
   ttl: z.object({ seconds: z.number().nullable(), idleSeconds: z.number().nullable(), expiresAt: z.string().nullable() }),
   upstream: z.object({ node: z.string(), env: z.string(), url: z.string(), snapshot: z.string() }).nullable(),
   placement: Placement,
+  /** Its secrets: names, variables and hosts, never values. */
+  secrets: z.array(EnvSecret),
 });
 export type EnvInfo = z.infer<typeof EnvInfo>;
 

@@ -29,6 +29,7 @@ import {
 } from './api.js';
 import { BerthEvent } from './events.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
+import { SecretInfo, SecretSetRequest } from './secrets.js';
 import { WireErrorSchema } from './errors.js';
 
 /**
@@ -75,6 +76,7 @@ export const PARAMS = {
   port: z.string().regex(/^\d{1,5}$/),
   session: z.string().min(1).max(64),
   token: z.string().min(1).max(64),
+  secret: z.string().min(1).max(63),
 } as const;
 export type ParamName = keyof typeof PARAMS;
 
@@ -456,6 +458,31 @@ export const ROUTES = {
     kind: 'json',
     access: 'node',
     summary: 'revoke a token',
+    response: z.object({ removed: z.string() }),
+  },
+  listSecrets: {
+    method: 'GET',
+    path: '/v1/secrets',
+    kind: 'json',
+    access: 'node',
+    summary: 'secrets: names, hosts, headers, variables and who holds them (never their values)',
+    response: z.object({ secrets: z.array(SecretInfo) }),
+  },
+  setSecret: {
+    method: 'PUT',
+    path: '/v1/secrets/{secret}',
+    kind: 'json',
+    access: 'node',
+    summary: 'set a secret for one host: stored sealed; environments get a placeholder the node swaps for it on the wire',
+    request: SecretSetRequest,
+    response: SecretInfo,
+  },
+  removeSecret: {
+    method: 'DELETE',
+    path: '/v1/secrets/{secret}',
+    kind: 'json',
+    access: 'node',
+    summary: 'remove a secret: live environments stop getting it at once',
     response: z.object({ removed: z.string() }),
   },
 } as const satisfies Record<string, RouteSpec>;

@@ -25,6 +25,8 @@ export const ERROR_TABLE = {
   no_space: { exit: 20, http: 507 },
   conflict: { exit: 21, http: 409 },
   pids_exhausted: { exit: 22, http: 429 },
+  secret_no_host: { exit: 30, http: 400 },
+  secret_unknown: { exit: 31, http: 422 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },
@@ -110,6 +112,8 @@ const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   timeout: TimeoutError,
   too_large: TooLargeError,
   corrupt: CorruptError,
+  secret_no_host: UsageError,
+  secret_unknown: NotFoundError,
 };
 
 /** The error of its code's class (a plain BerthError for codes without one). */

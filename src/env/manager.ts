@@ -22,6 +22,7 @@ import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { isolateNetwork, type FirewallResult } from './firewall.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
+import type { NodeSecrets } from './secrets/node-secrets.js';
 
 export const LABEL = {
   managed: 'org.berth.managed',
@@ -42,6 +43,8 @@ export interface ManagerOptions {
   store: BlobStore;
   events: EventBus;
   log: (line: string) => void;
+  /** Secrets the node swaps in on the wire; environments hold placeholders. */
+  secrets?: NodeSecrets;
 }
 
 export class EnvManager {
@@ -66,6 +69,7 @@ export class EnvManager {
     const task = validateLabel('task', req.task);
     const network: NetworkMode = req.network ?? 'egress';
     const limits: Limits = { ...this.o.config.defaultLimits, ...(req.limits ?? {}) };
+    const secrets = this.prepareSecrets(req);
     if (this.o.db.envByName(name)) {
       throw new BerthError(
         'already_exists',
@@ -122,7 +126,8 @@ export class EnvManager {
 
     // A warm environment from a pool, when one matches and nothing is customized.
     const customLimits = Object.keys(req.limits ?? {}).length > 0;
-    const plain = !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !customLimits && req.inheritTrust !== false;
+    const plain =
+      !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !customLimits && req.inheritTrust !== false && !secrets;
     if (plain) {
       const claimed = await this.claim(image.id, resolved.repo, resolved.commit, cacheKeys, { name, agent, task, req });
       if (claimed) return claimed;
@@ -166,6 +171,7 @@ export class EnvManager {
         `pick another name, or remove it with \`berth rm ${name}\``,
       );
     }
+    secrets?.commit(id);
     const abort = new AbortController();
     this.creating.set(id, abort);
     const sig = signal ? AbortSignal.any([signal, abort.signal]) : abort.signal;
@@ -293,10 +299,14 @@ export class EnvManager {
       HOME: '/root',
       ...c.proxyEnv,
     };
-    if (c.caBundle && row.trust) {
-      mounts.push({ source: c.caBundle, target: CA_PATH_IN_ENV, readOnly: true });
+    const secretVars = this.o.secrets?.vault.varsOf(row.id) ?? {};
+    const bundle = Object.keys(secretVars).length ? this.o.secrets?.bundle : c.caBundle;
+    if (bundle && row.trust) {
+      // With a secret, the node's bundle and the node's CA, which signs the secret's host.
+      mounts.push({ source: bundle, target: CA_PATH_IN_ENV, readOnly: true });
       Object.assign(env, trustEnv());
     }
+    Object.assign(env, secretVars);
     const labels: Record<string, string> = {
       [LABEL.managed]: 'true',
       [LABEL.node]: c.nodeId,
@@ -470,7 +480,25 @@ export class EnvManager {
       ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
       upstream: row.upstream ? (JSON.parse(row.upstream) as EnvInfo['upstream']) : null,
       placement: this.placementOf(row),
+      secrets: this.o.secrets?.vault.shown(row.id) ?? [],
     };
+  }
+
+  /** Placeholders for the secrets a create request names; nothing is made when one is unknown. */
+  private prepareSecrets(req: CreateEnvRequest): ReturnType<NodeSecrets['vault']['prepare']> | undefined {
+    if (!req.secrets?.length) return undefined;
+    if (!this.o.secrets) throw new BerthError('internal', 'this node has no secrets store');
+    const prepared = this.o.secrets.vault.prepare(req.secrets);
+    if (req.inheritTrust === false || !this.o.secrets.bundle) {
+      throw new BerthError(
+        'usage',
+        "a secret needs the environment to trust the node (its host is reached through the node's CA)",
+        'drop --no-trust, or give no --secret',
+      );
+    }
+    if (req.network === 'none')
+      throw new BerthError('usage', 'an environment with --network none reaches no secret host', 'drop one of --network none and --secret');
+    return prepared;
   }
 
   /** Commands running now, per environment: an environment is never idle while one runs. */

@@ -102,6 +102,13 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
         agent: z.string().max(256).optional(),
         task: z.string().max(256).optional(),
         network: z.enum(['egress', 'none']).optional(),
+        secrets: z
+          .array(z.string().min(1).max(63))
+          .max(32)
+          .optional()
+          .describe(
+            "secrets the node's operator set, by name: the environment gets a placeholder the node swaps for the value on the wire",
+          ),
       },
     },
     guard(async (a) => {

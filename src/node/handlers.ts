@@ -21,6 +21,7 @@ import { fetchFromEnv } from '../remote/git-remote.js';
 import { capped, MAX_ARCHIVE, MAX_BLOB, readRaw } from './http-io.js';
 import { reaches, scopeCreate } from './scope.js';
 import type { TokenStore } from './tokens.js';
+import type { NodeSecrets } from '../env/secrets/node-secrets.js';
 
 /** The largest file read or written through the files routes (the agent's own limit). */
 const MAX_FILE = 32 * 1024 * 1024;
@@ -30,6 +31,7 @@ export interface NodeParts {
   ptys: PtySessions;
   pools: PoolKeeper;
   tokens: TokenStore;
+  secrets: NodeSecrets;
   nodeInfo: () => Promise<NodeInfo>;
   log: (line: string) => void;
 }
@@ -191,6 +193,14 @@ export const HANDLERS: Handlers = {
   setPool: ({ parts, body }) => parts.pools.set(body),
   listTokens: async ({ parts }) => ({ tokens: parts.tokens.list() }),
   createToken: async ({ parts, body }) => parts.tokens.create(body),
+  listSecrets: async ({ parts }) => ({ secrets: parts.secrets.vault.list() }),
+  setSecret: async ({ parts, params, body }) => parts.secrets.vault.set(params.secret!, body),
+  removeSecret: async ({ parts, params }) => {
+    if (!parts.secrets.vault.remove(params.secret!)) {
+      throw new BerthError('secret_unknown', `no secret named ${params.secret!} on this node`, 'list them with `berth secret ls`');
+    }
+    return { removed: params.secret! };
+  },
   removeToken: async ({ parts, params }) => {
     parts.tokens.remove(params.token!);
     return { removed: params.token! };

@@ -39,3 +39,4 @@ export type {
   VerifyResult,
 } from '../core/api.js';
 export type { TokenCreated, TokenInfo } from '../core/tokens.js';
+export type { EnvSecret, SecretInfo, SecretSetRequest } from '../core/secrets.js';

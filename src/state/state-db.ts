@@ -1,6 +1,7 @@
 // The node's state: embedded SQLite, WAL mode, so a killed daemon loses nothing it confirmed.
 import Database from 'better-sqlite3';
 import type { EnvState, Limits, NetworkMode } from '../core/api.js';
+import { SecretRows } from './secret-rows.js';
 
 export interface EnvRow {
   id: string;
@@ -157,6 +158,8 @@ export interface EventRow {
 
 export class StateDb {
   private readonly db: Database.Database;
+  /** Secrets and the placeholders environments hold (src/state/secret-rows.ts). */
+  readonly secrets: SecretRows;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -170,6 +173,7 @@ export class StateDb {
         this.db.pragma(`user_version = ${v + 1}`);
       })();
     }
+    this.secrets = new SecretRows(this.db);
   }
 
   meta(key: string): string | undefined {

@@ -28,6 +28,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
       'ttl',
       'idle-ttl',
       'operator',
+      'secret',
     ],
   });
   const name = p.positionals[0];
@@ -73,6 +74,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
     snapshot: flag(p, 'snapshot'),
     ttlSeconds: durationFlag(p, 'ttl'),
     idleTtlSeconds: durationFlag(p, 'idle-ttl'),
+    ...(p.flags.get('secret')?.length ? { secrets: p.flags.get('secret') } : {}),
   });
   client.close();
   if (bool(p, 'json')) printJson(env);
