@@ -54,6 +54,16 @@ export class SecretInterceptor {
   }
 
   private take(envId: string, client: net.Socket, head: Buffer, upstream: Upstream): void {
+    if (head.length === 0) {
+      // After a CONNECT the client speaks first: TLS or plain is known from its first bytes.
+      client.once('data', (first: Buffer) => {
+        client.pause();
+        this.take(envId, client, first, upstream);
+      });
+      client.once('error', () => client.destroy());
+      client.resume();
+      return;
+    }
     client.pause();
     if (head.length) client.unshift(head);
     this.open.add(client);
