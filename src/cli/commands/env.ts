@@ -28,6 +28,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
       'ttl',
       'idle-ttl',
       'operator',
+      'egress',
+      'budget',
     ],
   });
   const name = p.positionals[0];
@@ -71,6 +73,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
     ...(bool(p, 'no-pool') ? { noPool: true } : {}),
     identity,
     snapshot: flag(p, 'snapshot'),
+    egress: flag(p, 'egress'),
+    budget: flag(p, 'budget'),
     ttlSeconds: durationFlag(p, 'ttl'),
     idleTtlSeconds: durationFlag(p, 'idle-ttl'),
   });
