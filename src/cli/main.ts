@@ -29,6 +29,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth pool set [TOOLCHAIN] --repo PATH --ref REF --size N | berth pool ls
   berth new ... [--identity ID|FILE] [--snapshot ID] [--ttl 2h] [--idle-ttl 30m] [--no-pool]
   berth rm NAME [--discard]            snapshots first unless --discard
+  berth new ... --egress allow:npm,github,api.example.com:443|learn|all [--budget egress=500MB,cpu=2h]
+  berth egress NAME [--json] [--suggest] [--set POLICY]   destinations, the least-privilege list, a new policy
+  berth resume NAME --budget egress=1GB  raise a budget and resume
   berth node add NAME tcp://HOST:PORT --token-file F [--ca F] [--registry R] | node ls | node rm NAME
   berth ls --all                       every environment on every node (names are ENV or NODE/ENV)
   berth enter NODE/ENV [--attach] [--no-shell]   pull an agent's context here, or a terminal there
@@ -92,6 +95,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'ssh-proxy': async () => (await ssh()).cmdSshProxy,
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
+  egress: async () => (await import('./commands/egress.js')).cmdEgress,
   secret: async () => (await import('./commands/secrets.js')).cmdSecret,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
 };

@@ -10,6 +10,8 @@ import type {
   CreatedEnv,
   CreateEnvRequest,
   DescribeResult,
+  EgressReport,
+  EgressSummary,
   EnvInfo,
   ExecRequest,
   ExecResult,
@@ -205,6 +207,21 @@ export class NodeClient {
 
   resume(name: string, signal?: AbortSignal): Promise<EnvInfo> {
     return this.call('resume', { params: { name }, signal });
+  }
+
+  /** Its egress policy, budget, recent denials, destinations and the suggested allow list. */
+  egress(name: string, signal?: AbortSignal): Promise<EgressReport> {
+    return this.call('getEgress', { params: { name }, signal });
+  }
+
+  /** Changes a running environment's egress policy (the node's token only). */
+  setEgress(name: string, policy: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.call('setEgress', { params: { name }, body: { policy }, signal });
+  }
+
+  /** Sets or raises its budgets, `egress=1GB,cpu=4h` (the node's token only). */
+  setBudget(name: string, budget: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.call('setBudget', { params: { name }, body: { budget }, signal });
   }
 
   identity(name: string, signal?: AbortSignal): Promise<IdentityInfo> {

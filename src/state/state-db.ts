@@ -133,6 +133,26 @@ const MIGRATIONS: string[] = [
      agent TEXT,
      body TEXT NOT NULL
    );`,
+  // Egress: each environment's policy and budget, and every destination it reached.
+  `CREATE TABLE egress (
+     env_id TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     budget TEXT,
+     used_bytes INTEGER NOT NULL DEFAULT 0,
+     cpu_base_ns INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE TABLE egress_destinations (
+     env_id TEXT NOT NULL,
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     allowed INTEGER NOT NULL,
+     connections INTEGER NOT NULL,
+     bytes_in INTEGER NOT NULL,
+     bytes_out INTEGER NOT NULL,
+     first_seen TEXT NOT NULL,
+     last_seen TEXT NOT NULL,
+     PRIMARY KEY (env_id, host, port, allowed)
+   );`,
 ];
 
 export interface TokenRow {
@@ -219,7 +239,16 @@ export class StateDb {
   }
 
   deleteEnv(id: string): void {
-    this.db.prepare('DELETE FROM envs WHERE id = ?').run(id);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM envs WHERE id = ?').run(id);
+      this.db.prepare('DELETE FROM egress WHERE env_id = ?').run(id);
+      this.db.prepare('DELETE FROM egress_destinations WHERE env_id = ?').run(id);
+    })();
+  }
+
+  /** The database itself, for the stores of one feature each (src/state/egress-store.ts). */
+  get sqlite(): Database.Database {
+    return this.db;
   }
 
   envByName(name: string): EnvRow | undefined {

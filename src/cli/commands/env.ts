@@ -28,6 +28,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
       'ttl',
       'idle-ttl',
       'operator',
+      'egress',
+      'budget',
       'secret',
     ],
   });
@@ -72,6 +74,8 @@ export async function cmdNew(argv: string[]): Promise<number> {
     ...(bool(p, 'no-pool') ? { noPool: true } : {}),
     identity,
     snapshot: flag(p, 'snapshot'),
+    egress: flag(p, 'egress'),
+    budget: flag(p, 'budget'),
     ttlSeconds: durationFlag(p, 'ttl'),
     idleTtlSeconds: durationFlag(p, 'idle-ttl'),
     ...(p.flags.get('secret')?.length ? { secrets: p.flags.get('secret') } : {}),
