@@ -57,11 +57,13 @@ export interface EchoHost {
   readonly host: TestHost;
   /** Every request received so far. */
   seen(): Seen[];
+  /** The one request received for `url`. */
+  request(url: string): Seen;
   /** Every byte received so far (headers and bodies), as text. */
   text(): string;
 }
 
-/** HTTPS on 443 (with `pem`) and HTTP on 80 at the host's address, echoing what they get. */
+/** HTTPS on 443 (with `pem`) and HTTP on 80 at the host's address, recording what they get. */
 export async function startEcho(host: TestHost, pem: string): Promise<EchoHost> {
   const log = join(host.dir, 'echo.jsonl');
   const code = `
@@ -76,7 +78,9 @@ export async function startEcho(host: TestHost, pem: string): Promise<EchoHost> 
         counts.set(req.socket, n + 1);
         const seen = { scheme, method: req.method, url: req.url, headers: req.rawHeaders, body: Buffer.concat(chunks).toString(), onConnection: n };
         fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify(seen) + '\\n');
-        const out = JSON.stringify(seen);
+        // What it got stays in the log: the answer names the request only, so a value the node
+        // swapped in never comes back to the client.
+        const out = JSON.stringify({ url: req.url, onConnection: n });
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
         res.end(out);
       });
@@ -101,6 +105,11 @@ export async function startEcho(host: TestHost, pem: string): Promise<EchoHost> 
   return {
     host,
     seen,
+    request: (url) => {
+      const all = seen().filter((s) => s.url === url);
+      if (all.length !== 1) throw new Error(`${host.name} got ${all.length} requests for ${url}`);
+      return all[0]!;
+    },
     text: () => (existsSync(log) ? readFileSync(log, 'utf8') : ''),
   };
 }
