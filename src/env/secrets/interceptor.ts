@@ -54,6 +54,7 @@ export class SecretInterceptor {
   }
 
   private take(envId: string, client: net.Socket, head: Buffer, upstream: Upstream): void {
+    client.setNoDelay(true);
     if (head.length === 0) {
       // After a CONNECT the client speaks first: TLS or plain is known from its first bytes.
       client.once('data', (first: Buffer) => {
