@@ -33,6 +33,10 @@ export interface CreateOptions {
   agent?: string;
   task?: string;
   network?: NetworkMode;
+  /** The egress policy: `allow:npm,github,api.example.com:443`, `learn` or `all` (docs/egress.md). */
+  egress?: string;
+  /** Budgets, `egress=500MB,cpu=2h`: over one, the environment is paused with an event. */
+  budget?: string;
   limits?: Partial<Limits>;
   /** Trust the node's CA bundle (default true). */
   trust?: boolean;
@@ -91,6 +95,8 @@ export class Berth {
       agent: opts.agent,
       task: opts.task,
       network: opts.network,
+      egress: opts.egress,
+      budget: opts.budget,
       limits: opts.limits,
       ...(opts.trust === false ? { inheritTrust: false } : {}),
       snapshot: opts.snapshot,

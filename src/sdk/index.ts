@@ -29,6 +29,8 @@ export {
 export type { BerthEvent, EventType } from '../core/events.js';
 export type {
   DescribeResult,
+  EgressReport,
+  EgressSummary,
   EnvInfo,
   ExecResult,
   IdentityInfo,
