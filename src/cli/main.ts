@@ -44,6 +44,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth secret ls | berth secret rm NAME   the environment holds a placeholder; the node swaps in the value on the wire
   berth new ... --secret NAME          (repeatable) the environment gets NAME's variable, holding a placeholder
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
+  berth status ENV working|waiting|blocked|done [--note TEXT]   an agent reports its own state
+  berth takeover ENV [--exclusive] [--note TEXT]   a human takes the environment (exclusive: the agent waits)
+  berth handback ENV [--note TEXT]     end the takeover, leaving a note the agent reads
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
@@ -61,6 +64,7 @@ const ssh = (): Promise<typeof import('./commands/ssh.js')> => import('./command
 const switching = (): Promise<typeof import('./commands/switching.js')> => import('./commands/switching.js');
 const up = (): Promise<typeof import('./commands/up.js')> => import('./commands/up.js');
 const toolchain = (): Promise<typeof import('./commands/toolchain.js')> => import('./commands/toolchain.js');
+const supervise = (): Promise<typeof import('./commands/supervise.js')> => import('./commands/supervise.js');
 const tokens = (): Promise<typeof import('./commands/tokens.js')> => import('./commands/tokens.js');
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -98,6 +102,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   egress: async () => (await import('./commands/egress.js')).cmdEgress,
   secret: async () => (await import('./commands/secrets.js')).cmdSecret,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
+  status: async () => (await supervise()).cmdStatus,
+  takeover: async () => (await supervise()).cmdTakeover,
+  handback: async () => (await supervise()).cmdHandback,
 };
 
 const LATER = new Set(['drift', 'ci']);

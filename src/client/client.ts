@@ -32,6 +32,7 @@ import type {
 import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type RouteSpec } from '../core/contract.js';
 import { BerthError, typedError } from '../core/errors.js';
 import { BerthEvent } from '../core/events.js';
+import type { HandbackRequest, StatusRequest, TakeoverRequest } from '../core/supervision.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
 import type { SecretInfo, SecretSetRequest } from '../core/secrets.js';
 import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
@@ -222,6 +223,21 @@ export class NodeClient {
   /** Sets or raises its budgets, `egress=1GB,cpu=4h` (the node's token only). */
   setBudget(name: string, budget: string, signal?: AbortSignal): Promise<EgressSummary> {
     return this.call('setBudget', { params: { name }, body: { budget }, signal });
+  }
+
+  /** The agent's own state and a note (an agent reports itself). */
+  setStatus(name: string, req: StatusRequest, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.call('setStatus', { params: { name }, body: req, signal });
+  }
+
+  /** A human takes the environment over: a lease, exclusive or not (the node's token only). */
+  takeover(name: string, req: TakeoverRequest = {}, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.call('takeover', { params: { name }, body: req, signal });
+  }
+
+  /** Ends the lease, leaving a note for the agent. */
+  handback(name: string, req: HandbackRequest = {}, signal?: AbortSignal): Promise<EnvInfo> {
+    return this.call('handback', { params: { name }, body: req, signal });
   }
 
   identity(name: string, signal?: AbortSignal): Promise<IdentityInfo> {

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
 import { EnvSecret } from './secrets.js';
+import { SupervisionInfo } from './supervision.js';
 
 export const API_VERSION = 'v1';
 
@@ -167,6 +168,8 @@ export const EnvInfo = z.object({
   egress: EgressSummary.nullable().optional(),
   /** Its secrets: names, variables and hosts, never values. */
   secrets: z.array(EnvSecret),
+  /** What its agent last reported of itself; a human's lease on it; the last hand-back's note. */
+  ...SupervisionInfo,
 });
 export type EnvInfo = z.infer<typeof EnvInfo>;
 

@@ -30,6 +30,7 @@ import {
   VerifyResult,
 } from './api.js';
 import { BerthEvent } from './events.js';
+import { HandbackRequest, StatusRequest, TakeoverRequest } from './supervision.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
 import { SecretInfo, SecretSetRequest } from './secrets.js';
 import { WireErrorSchema } from './errors.js';
@@ -182,6 +183,33 @@ export const ROUTES = {
     summary: 'set or raise its budgets (egress bytes, CPU time)',
     request: z.object({ budget: z.string().max(256) }).strict(),
     response: EgressSummary,
+  },
+  setStatus: {
+    method: 'POST',
+    path: '/v1/envs/{name}/status',
+    kind: 'json',
+    access: 'env-write',
+    summary: "the agent's own state (working, waiting for a human, blocked, done) and a note",
+    request: StatusRequest,
+    response: EnvInfo,
+  },
+  takeover: {
+    method: 'POST',
+    path: '/v1/envs/{name}/takeover',
+    kind: 'json',
+    access: 'node',
+    summary: "a human takes the environment over (a lease); with exclusive, the agent's commands are refused until the hand-back",
+    request: TakeoverRequest,
+    response: EnvInfo,
+  },
+  handback: {
+    method: 'POST',
+    path: '/v1/envs/{name}/handback',
+    kind: 'json',
+    access: 'node',
+    summary: 'end the lease, leaving a note the agent reads',
+    request: HandbackRequest,
+    response: EnvInfo,
   },
   identity: {
     method: 'GET',

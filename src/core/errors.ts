@@ -25,10 +25,11 @@ export const ERROR_TABLE = {
   no_space: { exit: 20, http: 507 },
   conflict: { exit: 21, http: 409 },
   pids_exhausted: { exit: 22, http: 429 },
-  invalid_policy: { exit: 24, http: 400 },
-  unknown_preset: { exit: 25, http: 400 },
-  invalid_budget: { exit: 26, http: 400 },
-  over_budget: { exit: 27, http: 409 },
+  taken_over: { exit: 24, http: 423 },
+  invalid_policy: { exit: 25, http: 400 },
+  unknown_preset: { exit: 26, http: 400 },
+  invalid_budget: { exit: 27, http: 400 },
+  over_budget: { exit: 28, http: 409 },
   secret_no_host: { exit: 30, http: 400 },
   secret_unknown: { exit: 31, http: 422 },
   timeout: { exit: 124, http: 504 },
@@ -95,6 +96,8 @@ export class UnavailableError extends BerthError {}
 export class TimeoutError extends BerthError {}
 export class TooLargeError extends BerthError {}
 export class CorruptError extends BerthError {}
+/** A human holds the environment with an exclusive lease: wait for the hand-back. */
+export class TakenOverError extends BerthError {}
 
 const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   usage: UsageError,
@@ -122,6 +125,7 @@ const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   corrupt: CorruptError,
   secret_no_host: UsageError,
   secret_unknown: NotFoundError,
+  taken_over: TakenOverError,
 };
 
 /** The error of its code's class (a plain BerthError for codes without one). */

@@ -2,6 +2,7 @@
 // client that reconnects with the last id it saw gets what it missed.
 import { z } from 'zod';
 import { EnvState, ServiceState } from './api.js';
+import { AgentState } from './supervision.js';
 
 const base = {
   /** Grows by one per event on a node; resume with `since` (or Last-Event-ID). */
@@ -40,6 +41,9 @@ export const BerthEvent = z.discriminatedUnion('type', [
     files: z.number(),
     bytes: z.number(),
   }),
+  z.object({ ...base, type: z.literal('env.status'), state: AgentState, note: z.string().nullable(), previous: AgentState.nullable() }),
+  z.object({ ...base, type: z.literal('env.takeover'), holder: z.string(), exclusive: z.boolean(), note: z.string().nullable() }),
+  z.object({ ...base, type: z.literal('env.handback'), by: z.string(), note: z.string().nullable() }),
   z.object({ ...base, type: z.literal('pool.changed'), pool: z.string(), size: z.number(), warm: z.number() }),
   /** A destination the egress policy denied (at most one per destination every 10 s). */
   z.object({

@@ -20,6 +20,7 @@ import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
+import { supervisionOf } from './supervision.js';
 import { isolateNetwork, type FirewallResult } from './firewall.js';
 import { debianMirrorEntries } from '../core/egress-policy.js';
 import { EgressStore } from '../state/egress-store.js';
@@ -532,6 +533,7 @@ export class EnvManager {
       placement: this.placementOf(row),
       egress: this.egress.summary(row),
       secrets: this.o.secrets?.vault.shown(row.id) ?? [],
+      ...supervisionOf(row),
     };
   }
 

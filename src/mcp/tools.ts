@@ -11,6 +11,7 @@ import { BerthError } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
 import type { Berth } from '../sdk/berth.js';
 import type { Environment } from '../sdk/environment.js';
+import { AgentState, leaseNotice, NOTE_MAX, type Lease } from '../core/supervision.js';
 
 /** Output longer than this comes back cut, with where the rest is. */
 export const OUTPUT_LIMIT = 16 * 1024;
@@ -70,17 +71,29 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
     envs.set(name, env);
     return env;
   };
-  /** A tool's body, its errors made tool errors; an environment that is gone is forgotten. */
+  /** A human's lease on the environment now (asked alongside the tool's own call, so it costs no wait). */
+  const leaseOn = async (name: string): Promise<Lease | null> => {
+    const known = envs.get(name);
+    return known ? (await known.refresh()).lease : (await envOf(name)).info.lease;
+  };
+  /**
+   * A tool's body, its errors made tool errors; an environment that is gone is forgotten. A
+   * result for an environment a human has taken over carries a notice saying so.
+   */
   const guard =
     <A>(fn: (args: A) => Promise<CallToolResult>): ((args: A) => Promise<CallToolResult>) =>
     async (args) => {
+      const env = (args as { env?: unknown }).env;
+      const lease = typeof env === 'string' ? leaseOn(env).catch(() => null) : Promise.resolve(null);
+      let result: CallToolResult;
       try {
-        return await fn(args);
+        result = await fn(args);
       } catch (err) {
-        const env = (args as { env?: unknown }).env;
         if (err instanceof BerthError && err.code === 'not_found' && typeof env === 'string') envs.delete(env);
-        return failed(err);
+        result = failed(err);
       }
+      const held = await lease;
+      return held ? { ...result, content: [...result.content, { type: 'text', text: leaseNotice(held) }] } : result;
     };
 
   const server = new McpServer(
@@ -346,6 +359,34 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
         `${r.env}: egress ${r.policy}, ${r.destinations.length} destination(s)${denied}; suggested ${r.suggested ?? '(nothing reached yet)'}`,
         r,
       );
+    }),
+  );
+
+  server.registerTool(
+    'report_status',
+    {
+      description:
+        'Tell the human supervising you what you are doing: working, waiting (for a human: a decision, a review), blocked, or done, with a short note. Those waiting are shown first.',
+      inputSchema: { env: name, state: AgentState, note: z.string().max(NOTE_MAX).optional() },
+    },
+    guard(async (a) => {
+      const info = await (await envOf(a.env)).setStatus(a.state, { note: a.note });
+      return ok(`${info.name}: status ${a.state}${a.note ? `: ${a.note}` : ''}`, { env: info.name, agentStatus: info.agentStatus });
+    }),
+  );
+
+  server.registerTool(
+    'read_human_note',
+    {
+      description:
+        'The note the human left when handing an environment back (after a takeover), and whether a human holds it now. Read it before carrying on after a takeover.',
+      inputSchema: { env: name },
+    },
+    guard(async (a) => {
+      const info = await (await envOf(a.env)).refresh();
+      const h = info.handback;
+      const text = h ? `handed back by ${h.by} at ${h.at}: ${h.note ?? '(no note)'}` : 'no hand-back note';
+      return ok(text, { env: info.name, handback: h, lease: info.lease, agentStatus: info.agentStatus });
     }),
   );
 

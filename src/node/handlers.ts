@@ -3,6 +3,7 @@
 // route's schema before a handler runs; a handler returns the answer's body, or an Answer
 // when the status is not the route's usual one.
 import { createHash } from 'node:crypto';
+import { hostname, userInfo } from 'node:os';
 import type http from 'node:http';
 import type { z } from 'zod';
 import type { NodeInfo } from '../core/api.js';
@@ -16,6 +17,7 @@ import type { PoolKeeper } from '../env/pools.js';
 import type { PtySessions } from '../env/pty-sessions.js';
 import { deleteSnapshot, gc, gcTrees, getSnapshot, listSnapshots, restore, snap, snapshotInfo } from '../env/snapshots.js';
 import { applyPush, importSnapshot, missingBlobs } from '../env/transfer.js';
+import { handback, setStatus, takeover } from '../env/supervision.js';
 import { verify } from '../env/verify.js';
 import { fetchFromEnv } from '../remote/git-remote.js';
 import { capped, MAX_ARCHIVE, MAX_BLOB, readRaw } from './http-io.js';
@@ -52,6 +54,17 @@ export class Answer {
     readonly status: number,
     readonly body: unknown,
   ) {}
+}
+
+/** Who takes over when a takeover names no holder: the user the node runs as, on its host. */
+function operator(): string {
+  let user: string;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = String(process.getuid?.() ?? 'operator');
+  }
+  return `${user}@${hostname()}`;
 }
 
 type Handlers = { [K in RouteId]?: (c: HandlerCtx<K>) => Promise<unknown> };
@@ -95,6 +108,9 @@ export const HANDLERS: Handlers = {
   },
   pause: ({ parts, params }) => parts.manager.pause(params.name!),
   resume: ({ parts, params }) => parts.manager.resume(params.name!),
+  setStatus: async ({ parts, params, body }) => setStatus(parts.manager, params.name!, body),
+  takeover: async ({ parts, params, body }) => takeover(parts.manager, params.name!, body, operator()),
+  handback: async ({ parts, params, body }) => handback(parts.manager, params.name!, body),
   identity: async ({ parts, params }) => parts.manager.get(params.name!).identity,
   getEgress: async ({ parts, params }) => parts.manager.egress.report(parts.manager.row(params.name!)),
   setEgress: ({ parts, params, body }) => parts.manager.egress.setPolicy(parts.manager.row(params.name!), body.policy),

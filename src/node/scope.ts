@@ -10,6 +10,8 @@ import type { BerthEvent } from '../core/events.js';
 import { decodeIdentity } from '../core/identity.js';
 import type { Principal } from '../core/tokens.js';
 import type { EnvRow, StateDb, SnapshotRow } from '../state/state-db.js';
+import { leaseOf } from '../env/supervision.js';
+import { takenOverError } from '../core/supervision.js';
 
 type AgentPrincipal = Extract<Principal, { kind: 'agent' }>;
 
@@ -24,8 +26,12 @@ export function reaches(p: Principal, env: Pick<EnvRow, 'name' | 'agent' | 'stat
   return env.agent === p.agent && (p.envs === null || p.envs.includes(env.name));
 }
 
-/** Refuses a call the principal may not make; `envName` is the path's environment, if any. */
-export function checkAccess(p: Principal, access: Access, db: StateDb, envName?: string): void {
+/**
+ * Refuses a call the principal may not make; `envName` is the path's environment, if any.
+ * Under an exclusive takeover an agent's token may read its environment and report its own
+ * status (`route` setStatus), nothing else that writes.
+ */
+export function checkAccess(p: Principal, access: Access, db: StateDb, envName?: string, route?: string): void {
   if (p.kind === 'node' || access === 'any' || access === 'list') return;
   if (access === 'node') throw new BerthError('forbidden', "an agent's token cannot use this part of the node API", "use the node's token");
   if (p.readOnly && access !== 'env-read')
@@ -34,6 +40,10 @@ export function checkAccess(p: Principal, access: Access, db: StateDb, envName?:
   if (envName === undefined) throw new BerthError('internal', 'an environment route without an environment');
   const row = db.envByName(envName);
   if (!row || !reaches(p, row)) throw noSuchEnv(envName);
+  if (access === 'env-write' && route !== 'setStatus') {
+    const lease = leaseOf(row);
+    if (lease?.exclusive) throw takenOverError(row.name, lease);
+  }
 }
 
 /** An event the principal may see. */

@@ -14,6 +14,8 @@ import { streamEvents } from './events-stream.js';
 import { Answer, HANDLERS, type HandlerCtx, type NodeParts } from './handlers.js';
 import { parse, readJson, reply, replyError, type Reply } from './http-io.js';
 import { checkAccess } from './scope.js';
+import { takenOverError } from '../core/supervision.js';
+import { leaseOf } from '../env/supervision.js';
 import { bearerToken } from './tokens.js';
 import { closeWith, connectOverWebSocket, execOverWebSocket, logsOverWebSocket, ptyOverWebSocket, watchPty } from './ws-routes.js';
 
@@ -100,7 +102,7 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
       const url = new URL(req.url ?? '/', 'http://berth');
       const { route: r, params } = match(WS_ROUTES, req.method ?? 'GET', url.pathname);
       // Unknown environments (and other agents' ones) get a 404 before the upgrade.
-      checkAccess(principal, r.spec.access, o.manager.db, params.name);
+      checkAccess(principal, r.spec.access, o.manager.db, params.name, r.id);
       const name = params.name!;
       o.manager.get(name);
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
@@ -109,6 +111,7 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
         // (1002, 1007, 1009) when it emits 'error'. Handled here, for every route, before any
         // handler runs, it ends this connection only.
         ws.on('error', () => {});
+        if (principal.kind === 'agent' && r.spec.access === 'env-write') endOnExclusiveTakeover(o, name, ws);
         switch (r.id) {
           case 'execStream':
             return execOverWebSocket(o, name, ws);
@@ -134,6 +137,22 @@ export function createApiServer(o: ServerOptions, trusted: boolean, tls?: { cert
   return server;
 }
 
+/**
+ * An agent's stream that changes the environment (a command, a terminal, a TCP connection) ends
+ * when a human takes the environment over exclusively: from then on the agent waits, as its new
+ * calls do (`taken_over`).
+ */
+function endOnExclusiveTakeover(o: ServerOptions, name: string, ws: WebSocket): void {
+  const stop = o.manager.events.subscribe((e) => {
+    if (e.type !== 'env.takeover' || e.env !== name || !e.exclusive) return;
+    stop();
+    const row = o.manager.db.envByName(name);
+    const lease = (row && leaseOf(row)) ?? { holder: e.holder, since: e.at, note: e.note, exclusive: true };
+    closeWith(ws, takenOverError(name, lease));
+  });
+  ws.once('close', stop);
+}
+
 /** Answers one request; undefined when the answer is a stream that the route writes itself. */
 async function route(
   o: ServerOptions,
@@ -150,7 +169,7 @@ async function route(
   }
   const method = req.method ?? 'GET';
   const { route: r, params } = match(HTTP_ROUTES, method, url.pathname);
-  checkAccess(principal, r.spec.access, o.manager.db, params.name);
+  checkAccess(principal, r.spec.access, o.manager.db, params.name, r.id);
   // The query is part of the contract too: a malformed one is a 400, never a guess.
   if (r.spec.query) parse(r.spec.query, Object.fromEntries(url.searchParams));
   if (r.spec.kind === 'events') {

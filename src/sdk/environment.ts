@@ -14,6 +14,8 @@ import type {
 } from '../core/api.js';
 import { BerthError, typedError } from '../core/errors.js';
 import { parseReadiness } from '../core/readiness.js';
+import { AGENT_STATES, type AgentState, type Handback, type Lease } from '../core/supervision.js';
+import { defaultHolder } from './holder.js';
 
 export interface ExecOptions {
   timeoutMs?: number;
@@ -258,6 +260,37 @@ export class Environment implements AsyncDisposable {
   async refresh(signal?: AbortSignal): Promise<EnvInfo> {
     this.info = await this.client.getEnv(this.name, signal);
     return this.info;
+  }
+
+  /** Reports what the agent is doing: `working`, `waiting` (for a human), `blocked` or `done`, with a note. */
+  async setStatus(state: AgentState, opts: { note?: string; signal?: AbortSignal } = {}): Promise<EnvInfo> {
+    if (!AGENT_STATES.includes(state))
+      throw typedError('invalid_request', `unknown status ${JSON.stringify(state)}`, `give one of ${AGENT_STATES.join(', ')}`);
+    return (this.info = await this.client.setStatus(this.name, { state, note: opts.note }, opts.signal));
+  }
+
+  /**
+   * Takes the environment over for a human (the node's token only). With `exclusive`, the
+   * agent's commands are refused until `handback`. The holder is `$USER@hostname` unless given.
+   */
+  async takeover(opts: { exclusive?: boolean; note?: string; holder?: string; signal?: AbortSignal } = {}): Promise<EnvInfo> {
+    const req = { exclusive: opts.exclusive, note: opts.note, holder: opts.holder ?? defaultHolder() };
+    return (this.info = await this.client.takeover(this.name, req, opts.signal));
+  }
+
+  /** Ends the lease, leaving a note the agent reads (`lastHandback`, MCP's read_human_note). */
+  async handback(opts: { note?: string; signal?: AbortSignal } = {}): Promise<EnvInfo> {
+    return (this.info = await this.client.handback(this.name, { note: opts.note }, opts.signal));
+  }
+
+  /** The human's lease on the environment now, or null (asks the node). */
+  async lease(signal?: AbortSignal): Promise<Lease | null> {
+    return (await this.refresh(signal)).lease;
+  }
+
+  /** The last hand-back (its note is for the agent), or null (asks the node). */
+  async lastHandback(signal?: AbortSignal): Promise<Handback | null> {
+    return (await this.refresh(signal)).handback;
   }
 
   snapshot(opts: { artifacts?: string[] } = {}): Promise<SnapshotInfo> {

@@ -18,6 +18,7 @@ export {
   InvalidRequestError,
   NotFoundError,
   NotRunningError,
+  TakenOverError,
   TimeoutError,
   TooLargeError,
   UnauthorizedError,
@@ -42,3 +43,4 @@ export type {
 } from '../core/api.js';
 export type { TokenCreated, TokenInfo } from '../core/tokens.js';
 export type { EnvSecret, SecretInfo, SecretSetRequest } from '../core/secrets.js';
+export { AGENT_STATES, byAttention, type AgentState, type AgentStatus, type Handback, type Lease } from '../core/supervision.js';

@@ -32,6 +32,12 @@ export interface EnvRow {
   upstream?: string | null;
   /** JSON: why it runs here ({operator, node, reason}). */
   placement?: string | null;
+  /** JSON: what its agent last reported ({state, note, at}). */
+  agent_status?: string | null;
+  /** JSON: a human's takeover lease ({holder, since, note, exclusive}). */
+  lease?: string | null;
+  /** JSON: the last hand-back ({note, by, at}), kept until the next takeover. */
+  handback?: string | null;
 }
 
 export interface SnapshotRow {
@@ -133,6 +139,9 @@ const MIGRATIONS: string[] = [
      agent TEXT,
      body TEXT NOT NULL
    );`,
+  `ALTER TABLE envs ADD COLUMN agent_status TEXT;
+   ALTER TABLE envs ADD COLUMN lease TEXT;
+   ALTER TABLE envs ADD COLUMN handback TEXT;`,
   // Egress: each environment's policy and budget, and every destination it reached.
   `CREATE TABLE egress (
      env_id TEXT PRIMARY KEY,
@@ -232,7 +241,12 @@ export class StateDb {
     }
   }
 
-  updateEnv(id: string, fields: Partial<Pick<EnvRow, 'state' | 'container_id' | 'last_used_at' | 'snapshot' | 'upstream'>>): void {
+  updateEnv(
+    id: string,
+    fields: Partial<
+      Pick<EnvRow, 'state' | 'container_id' | 'last_used_at' | 'snapshot' | 'upstream' | 'agent_status' | 'lease' | 'handback'>
+    >,
+  ): void {
     const sets = Object.keys(fields).map((k) => `${k} = @${k}`);
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE envs SET ${sets.join(', ')} WHERE id = @id`).run({ ...fields, id });

@@ -287,7 +287,7 @@ for (const engine of testEngines()) {
           );
           assert.ok(seen.some((e) => e.type === 'env.state' && e.state === 'paused' && /egress budget/.test(e.reason ?? '')));
           const refused = await node.cli(['resume', 'b1']);
-          assert.equal(refused.code, 27, refused.stderr);
+          assert.equal(refused.code, 28, refused.stderr);
           assert.match(refused.stderr, /over its egress budget/);
           const raised = await node.cli(['resume', 'b1', '--budget', 'egress=10MB']);
           assert.equal(raised.code, 0, raised.stderr);
@@ -304,12 +304,12 @@ for (const engine of testEngines()) {
       track(
         (async () => {
           const cases: Array<[string[], number, RegExp]> = [
-            [['--egress', 'allow:'], 24, /allow: needs at least one entry/],
-            [['--egress', 'deny:example.com'], 24, /must be allow:LIST, learn or all/],
-            [['--egress', 'allow:example.com:99999'], 24, /bad port/],
-            [['--egress', 'allow:10.0.0.1/8'], 24, /host bits/],
-            [['--egress', 'allow:npm,nosuchpreset'], 25, /unknown egress preset nosuchpreset/],
-            [['--budget', 'egress=lots'], 26, /bad budget/],
+            [['--egress', 'allow:'], 25, /allow: needs at least one entry/],
+            [['--egress', 'deny:example.com'], 25, /must be allow:LIST, learn or all/],
+            [['--egress', 'allow:example.com:99999'], 25, /bad port/],
+            [['--egress', 'allow:10.0.0.1/8'], 25, /host bits/],
+            [['--egress', 'allow:npm,nosuchpreset'], 26, /unknown egress preset nosuchpreset/],
+            [['--budget', 'egress=lots'], 27, /bad budget/],
             [['--network', 'none', '--egress', 'allow:npm'], 2, /needs --network egress/],
           ];
           for (const [args, code, msg] of cases) {
@@ -319,7 +319,7 @@ for (const engine of testEngines()) {
             assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
           }
           const set = await node.cli(['egress', 'a1', '--set', 'allow:nosuchpreset']);
-          assert.equal(set.code, 25);
+          assert.equal(set.code, 26);
           assert.equal((await node.json<EnvInfo>(['describe', 'a1'])).egress?.policy, 'allow:allowed.test,tls.test:443');
           const ls = await node.json<EnvInfo[]>(['ls']);
           assert.deepEqual(

@@ -8,6 +8,8 @@ import { mirrorFor, parseDeb822, parseOneLine } from '../../src/core/apt-sources
 import { encodeFrame, FrameDecoder, Kind } from '../../src/agent/protocol.js';
 import { tarHeader } from '../../src/toolchain/tar.js';
 import { parseArgs } from '../../src/cli/args.js';
+import { z } from 'zod';
+import { byAttention, leaseNotice, NOTE_MAX, StatusRequest, SupervisionInfo, TakeoverRequest } from '../../src/core/supervision.js';
 
 describe('errors', () => {
   it('every code has a distinct exit code', () => {
@@ -114,5 +116,37 @@ describe('cli arguments', () => {
     assert.deepEqual(p.rest, ['ls', '--json']);
     assert.deepEqual(p.flags.get('env'), ['A=1', 'B=2']);
     assert.throws(() => parseArgs(['--nope'], { boolean: [], value: [] }), /unknown option --nope/);
+  });
+});
+
+describe('supervision', () => {
+  const at = '2026-01-01T00:00:00.000Z';
+  it('lists those waiting for a human first, then the blocked, otherwise in the order given', () => {
+    const envs = [
+      { name: 'a', agentStatus: null },
+      { name: 'b', agentStatus: { state: 'blocked' as const, note: null, at } },
+      { name: 'c', agentStatus: { state: 'working' as const, note: null, at } },
+      { name: 'd', agentStatus: { state: 'waiting' as const, note: 'a decision', at } },
+      { name: 'e', agentStatus: { state: 'waiting' as const, note: null, at } },
+      { name: 'f' },
+    ];
+    assert.deepEqual(
+      byAttention(envs).map((e) => e.name),
+      ['d', 'e', 'b', 'a', 'c', 'f'],
+    );
+  });
+  it('words a lease as the agent is told it, and an EnvInfo without the fields has them null', () => {
+    assert.equal(
+      leaseNotice({ holder: 'ana@host', since: at, note: 'fixing the import', exclusive: false }),
+      `human takeover by ana@host since ${at}: fixing the import`,
+    );
+    assert.equal(
+      leaseNotice({ holder: 'ana@host', since: at, note: null, exclusive: true }),
+      `exclusive human takeover by ana@host since ${at}`,
+    );
+    const older = z.object(SupervisionInfo).parse({});
+    assert.deepEqual(older, { agentStatus: null, lease: null, handback: null });
+    assert.equal(TakeoverRequest.safeParse({ holder: 'two\nlines' }).success, false);
+    assert.equal(StatusRequest.safeParse({ state: 'working', note: 'x'.repeat(NOTE_MAX + 1) }).success, false);
   });
 });

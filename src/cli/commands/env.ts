@@ -9,6 +9,7 @@ import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
 import { place } from '../placement.js';
 import { envTable, printJson } from '../output.js';
+import { byAttention, leaseNotice } from '../../core/supervision.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {
@@ -94,7 +95,8 @@ export async function cmdLs(argv: string[]): Promise<number> {
   // Every node's environments need the remote commands' module; this node's do not.
   if (bool(p, 'all')) return (await import('./remote.js')).listAll(bool(p, 'json'));
   const client = await connectLocal({ autostart: true });
-  const envs = await client.listEnvs();
+  // Those waiting for a human first, then the blocked; otherwise the node's order.
+  const envs = byAttention(await client.listEnvs());
   client.close();
   if (bool(p, 'json')) printJson(envs);
   else process.stdout.write(envTable(envs) + '\n');
@@ -158,6 +160,9 @@ export async function cmdDescribe(argv: string[]): Promise<number> {
       `labels     agent=${env.labels.agent ?? '-'} task=${env.labels.task ?? '-'}`,
       `identity   ${env.identity.hash}`,
       `           ${env.identity.short}`,
+      `status     ${env.agentStatus ? `${env.agentStatus.state} since ${env.agentStatus.at}${env.agentStatus.note ? `: ${env.agentStatus.note}` : ''}` : '-'}`,
+      `lease      ${env.lease ? leaseNotice(env.lease) : '-'}`,
+      `handback   ${env.handback ? `by ${env.handback.by} at ${env.handback.at}${env.handback.note ? `: ${env.handback.note}` : ''}` : '-'}`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   }

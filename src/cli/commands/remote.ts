@@ -10,7 +10,8 @@ import type { NodeClient } from '../../client/client.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { clientFor, loadNodes, normalizeUrl, saveNodes, target } from '../../sdk/nodes.js';
-import { printJson, table } from '../output.js';
+import { printJson, statusCell, table } from '../output.js';
+import { byAttention } from '../../core/supervision.js';
 import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
 import { transferToolchain } from './toolchain.js';
@@ -109,13 +110,16 @@ export async function listAll(json: boolean): Promise<number> {
   await Promise.all(jobs);
   local.close();
   results.sort((a, b) => (a.node + a.name).localeCompare(b.node + b.name));
-  if (json) printJson({ envs: results, unreachable: problems });
+  // Those waiting for a human first, then the blocked; by node and name within each.
+  const envs = byAttention(results);
+  if (json) printJson({ envs, unreachable: problems });
   else {
-    const rows = [['NODE/NAME', 'STATE', 'COMMIT', 'AGENT', 'TASK']];
-    for (const e of results)
+    const rows = [['NODE/NAME', 'STATE', 'STATUS', 'COMMIT', 'AGENT', 'TASK']];
+    for (const e of envs)
       rows.push([
         e.node === 'local' ? e.name : `${e.node}/${e.name}`,
         e.state,
+        statusCell(e),
         e.commit.slice(0, 12),
         e.labels.agent ?? '-',
         e.labels.task ?? '-',

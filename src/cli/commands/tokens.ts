@@ -81,6 +81,12 @@ function line(e: BerthEvent): string {
       return `${e.at} ${where} service.health ${e.service} ${e.state}${e.detail ? `: ${e.detail}` : ''}`;
     case 'snapshot.taken':
       return `${e.at} ${where} snapshot.taken ${e.snapshot} (${e.reason}, ${e.files} files)`;
+    case 'env.status':
+      return `${e.at} ${where} env.status ${e.previous ?? '-'} -> ${e.state}${e.note ? `: ${e.note}` : ''}`;
+    case 'env.takeover':
+      return `${e.at} ${where} env.takeover by ${e.holder}${e.exclusive ? ' (exclusive)' : ''}${e.note ? `: ${e.note}` : ''}`;
+    case 'env.handback':
+      return `${e.at} ${where} env.handback by ${e.by}${e.note ? `: ${e.note}` : ''}`;
     case 'pool.changed':
       return `${e.at} - pool.changed ${e.pool} ${e.warm}/${e.size} warm`;
     case 'egress.denied':
