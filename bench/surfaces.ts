@@ -2,9 +2,13 @@
 // in one run against one node: the raw API (POST /v1/envs/NAME/exec over the unix socket), the
 // SDK (`env.exec`), MCP over stdio (`berth mcp`, the official client) and MCP over streamable
 // HTTP (/mcp on the daemon's TCP listener). Then the event latency: from just before an exec is
-// sent until its command.started event reaches a subscriber (`berth.events()`).
+// sent until its command.started event reaches a subscriber (`berth.events()`). The peers, in
+// the same run: the engines' own exec round trip through their Engine API (create, start
+// attached, inspect) on an idle container of the same image; the report gives each peer's p50
+// over each berth surface's.
 //
-//   node dist/bench/surfaces.js [--n 200] [--warmup 20] [--engine podman] [--skip mcp-http,...]
+//   node dist/bench/surfaces.js [--n 200] [--warmup 20] [--engine podman] [--peers podman,docker] [--peer-n 60]
+//        [--skip raw,sdk,mcp-stdio,mcp-http,events,peers]
 //        [--max-seconds 240]
 import http from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -15,6 +19,7 @@ import { Berth, type BerthEvent, type Environment } from '../src/sdk/index.js';
 import {
   BERTH,
   BerthNode,
+  EngineApi,
   engineList,
   type EngineName,
   guarded,
@@ -22,13 +27,15 @@ import {
   onCleanup,
   parseOptions,
   prepareEngineBench,
+  ratio,
   type Row,
   runBench,
   series,
   setDeadline,
+  startIdleContainer,
 } from './lib.js';
 
-const opts = parseOptions({ n: 200, warmup: 20, engine: 'podman', skip: '', 'max-seconds': 240 });
+const opts = parseOptions({ n: 200, warmup: 20, 'peer-n': 60, engine: 'podman', peers: 'podman,docker', skip: '', 'max-seconds': 240 });
 const skip = new Set(opts.skip.split(',').filter(Boolean));
 const results: Row[] = [];
 const report: Record<string, unknown> = {
@@ -116,6 +123,27 @@ async function mcpSeries(node: BerthNode, name: string, how: string, connect: (c
   }
 }
 
+/** The engine's own exec round trip through its API, on an idle container of the same image. */
+async function peerSeries(engine: EngineName, image: string): Promise<void> {
+  const ctr = await startIdleContainer(engine, image);
+  const api = new EngineApi(engine);
+  try {
+    const s = await series(`${engine}-exec-api`, { n: opts['peer-n'], warmup: 5, budgetMs: 45_000 }, async () => {
+      const t0 = performance.now();
+      const code = await api.exec(ctr.id, ['true']);
+      const ms = performance.now() - t0;
+      if (code !== 0) throw new Error(`${engine} API exec true exited ${code}`);
+      return ms;
+    });
+    results.push(
+      s.row({ engine, how: `Engine API over ${api.socketPath}: POST /containers/{id}/exec, POST /exec/{id}/start, GET /exec/{id}/json` }),
+    );
+  } finally {
+    api.close();
+    await ctr.remove();
+  }
+}
+
 /** A subscriber that hands each command.started event to whoever waits for its argv. */
 class StartedWaiter {
   private readonly waiting = new Map<string, (at: number) => void>();
@@ -193,9 +221,9 @@ async function eventSeries(node: BerthNode, berth: Berth, env: Environment): Pro
 
 runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
   setDeadline(opts['max-seconds'] * 1000);
-  const engines = engineList(opts.engine);
-  const engine: EngineName = engines[0]!;
-  const { digest, repo } = await prepareEngineBench(report, opts, engines.slice(0, 1), results);
+  const engine: EngineName = engineList(opts.engine)[0]!;
+  const peers = engineList(opts.peers);
+  const { digest, repo, tags } = await prepareEngineBench(report, opts, [...new Set([engine, ...peers])], results);
   const node = await BerthNode.start(engine, digest, { listen: '127.0.0.1:0' });
   const created = await node.cli(['new', ENV, '--repo', repo, '--json']);
   if (created.code !== 0) throw new Error(`berth new ${ENV} exited ${created.code}: ${created.stderr.trim()}`);
@@ -224,6 +252,7 @@ runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
     );
   }
   if (!skip.has('events')) await g('berth-event-latency', () => eventSeries(node, berth, env));
+  if (!skip.has('peers')) for (const p of peers) await guarded(results, `${p}-exec-api`, { engine: p }, () => peerSeries(p, tags[p]!));
   const p50Of = (name: string): number | null => results.find((r) => r.name === name)?.p50_ms ?? null;
   const raw = p50Of('berth-raw-api');
   const over = (name: string): number | null => {
@@ -235,6 +264,11 @@ runBench(report, (opts['max-seconds'] + 60) * 1000, async () => {
     'mcp-stdio': over('berth-mcp-stdio'),
     'mcp-http': over('berth-mcp-http'),
   };
+  // Each peer's round trip over each of berth's: how many times faster berth's surface is.
+  const surfaces = ['berth-raw-api', 'berth-sdk', 'berth-mcp-stdio', 'berth-mcp-http'];
+  report.peer_p50_over_berth_p50 = Object.fromEntries(
+    peers.map((p) => [`${p}-exec-api`, Object.fromEntries(surfaces.map((b) => [b, ratio(p50Of(`${p}-exec-api`), p50Of(b))]))]),
+  );
   report.meets_targets = {
     'mcp-stdio_p50_le_5_ms': (p50Of('berth-mcp-stdio') ?? Infinity) <= 5,
     'event-latency_p50_le_20_ms': (p50Of('berth-event-latency') ?? Infinity) <= 20,

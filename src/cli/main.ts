@@ -128,6 +128,17 @@ async function main(argv: string[]): Promise<number> {
   return run(rest);
 }
 
+// BERTH_TRACE=1: where a command's time went (the native exec client traces the same way).
+if (process.env.BERTH_TRACE === '1') {
+  const started = performance.now();
+  process.once('exit', () => {
+    const done = performance.now();
+    process.stderr.write(
+      `berth: trace: node CLI, pid ${process.pid}: node started and loaded main in ${started.toFixed(1)} ms, the command took ${(done - started).toFixed(1)} ms\n`,
+    );
+  });
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

@@ -1,9 +1,10 @@
 // The one client of the node API. The CLI, the SDK and (later) the dashboard use it.
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type https from 'node:https';
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import type {
   BatchRequest,
   BatchResult,
@@ -29,13 +30,18 @@ import type {
   VerifyRequest,
   VerifyResult,
 } from '../core/api.js';
-import { fillPath, ROUTES, type RequestOf, type ResponseOf, type RouteId, type RouteSpec } from '../core/contract.js';
+import type { RequestOf, ResponseOf, RouteId } from '../core/contract.js';
 import { BerthError, typedError } from '../core/errors.js';
-import { BerthEvent } from '../core/events.js';
+import type { BerthEvent } from '../core/events.js';
+import { fillPath } from '../core/route-path.js';
+import type { Shape } from '../core/shape.js';
 import type { HandbackRequest, StatusRequest, TakeoverRequest } from '../core/supervision.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
 import type { SecretInfo, SecretSetRequest } from '../core/secrets.js';
-import { EXEC_TAG, ExecEnd, FLOW, tagged, untag } from '../core/ws-codec.js';
+import type { ExecEnd } from '../core/ws-codec.js';
+import { EXEC_TAG, FLOW, tagged, untag } from '../core/ws-tags.js';
+import { Http1Error, Http1Pool, type Http1Answer } from './http1.js';
+import { checked, contractShapes } from './shapes.js';
 
 /** The arguments of one call: path parameters, query, body, and a signal. */
 export interface CallArgs<K extends RouteId> {
@@ -43,6 +49,20 @@ export interface CallArgs<K extends RouteId> {
   query?: Record<string, string | undefined>;
   body?: RequestOf<K>;
   signal?: AbortSignal;
+}
+
+// `ws` (with tls, zlib and crypto under it) and `https` cost more to load than most commands
+// take to run: they are loaded, synchronously, the first time a client needs them.
+const requireLazily = createRequire(import.meta.url);
+let wsClass: typeof WebSocket | undefined;
+/** WebSocket.readyState values (RFC 6455 states, as the ws module numbers them). */
+const WS_CONNECTING = 0;
+const WS_OPEN = 1;
+function WebSocketClass(): typeof WebSocket {
+  return (wsClass ??= (requireLazily('ws') as { WebSocket: typeof WebSocket }).WebSocket);
+}
+function httpModule(tls: boolean): typeof http | typeof https {
+  return requireLazily(tls ? 'node:https' : 'node:http') as typeof http | typeof https;
 }
 
 /** How long an event stream that dropped keeps trying to reach its node again. */
@@ -84,14 +104,32 @@ export interface ExecHandle {
 }
 
 export class NodeClient {
-  private readonly agent: http.Agent;
-  private readonly mod: typeof http | typeof https;
+  private readonly tls: boolean;
+  private lazyAgent: http.Agent | undefined;
+  /** JSON calls without TLS; node:http(s) carries the rest, loaded when first needed. */
+  private readonly pool: Http1Pool | undefined;
 
   constructor(private readonly o: ClientOptions) {
     if (!o.socketPath && !o.url) throw typedError('usage', 'a node client needs a socket path or a URL');
-    const tls = o.url?.startsWith('https:') ?? false;
-    this.agent = tls ? new https.Agent({ keepAlive: true, maxSockets: 64, ca: o.ca }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
-    this.mod = tls ? https : http;
+    this.tls = o.url?.startsWith('https:') ?? false;
+    if (!this.tls) {
+      const base = o.url ? new URL(o.url) : undefined;
+      this.pool = new Http1Pool(base ? { host: base.hostname, port: Number(base.port || 80) } : { socketPath: o.socketPath });
+    }
+  }
+
+  private get mod(): typeof http | typeof https {
+    return httpModule(this.tls);
+  }
+
+  private get agent(): http.Agent {
+    if (!this.lazyAgent) {
+      const mod = this.mod;
+      this.lazyAgent = this.tls
+        ? new (mod as typeof https).Agent({ keepAlive: true, maxSockets: 64, ca: this.o.ca })
+        : new mod.Agent({ keepAlive: true, maxSockets: 64 });
+    }
+    return this.lazyAgent;
   }
 
   /** The bearer token this client presents (to hand to a helper process). */
@@ -103,6 +141,45 @@ export class NodeClient {
     return this.o.url ?? `unix://${this.o.socketPath}`;
   }
 
+  /** One JSON call over the small HTTP/1.1 client, its failures worded as node:http's are below. */
+  private async viaPool(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    payload: Buffer | undefined,
+    signal?: AbortSignal,
+  ): Promise<Http1Answer> {
+    try {
+      return await this.pool!.request(method, path, headers, payload, signal);
+    } catch (err) {
+      if (!(err instanceof Http1Error)) throw err;
+      const cause = err.cause as NodeJS.ErrnoException;
+      if (err.stage === 'abort') {
+        const reason: unknown = signal?.reason;
+        if (reason instanceof Error && reason.name === 'TimeoutError') {
+          throw typedError('daemon_unreachable', `no answer from ${this.target} in time`, 'check that the node is up and reachable');
+        }
+        throw cause;
+      }
+      if (err.stage === 'connect') throw unreachable(this.target, cause);
+      if (cause.code === 'ECONNRESET' || cause.code === 'EPIPE') throw interrupted();
+      throw typedError('internal', `the node's answer could not be read: ${cause.message}`);
+    }
+  }
+
+  /** A whole JSON answer: its value, or the error it carries. */
+  private answer<T>(a: Http1Answer): T {
+    const text = a.body.toString('utf8');
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw typedError('internal', `node answered HTTP ${a.status} with a body that is not JSON`);
+    }
+    if (a.status >= 400) throw BerthError.fromWire((json as { error?: unknown })?.error, a.status);
+    return json as T;
+  }
+
   async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {};
@@ -111,6 +188,7 @@ export class NodeClient {
       headers['content-length'] = String(payload.length);
     }
     if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    if (this.pool) return this.answer<T>(await this.viaPool(method, path, headers, payload, signal));
     const base = this.o.url ? new URL(this.o.url) : undefined;
     return new Promise<T>((resolve, reject) => {
       const req = this.mod.request(
@@ -164,21 +242,18 @@ export class NodeClient {
    * schema: a node that answers outside the contract is an error here, never a surprise later.
    */
   async call<K extends RouteId>(id: K, args: CallArgs<K> = {}): Promise<ResponseOf<K>> {
-    const spec: RouteSpec = ROUTES[id];
+    const spec = (await contractShapes()).routes[id];
+    if (!spec) throw typedError('internal', `no route ${id} in the contract this client was built with`);
     let path = fillPath(spec.path, args.params ?? {});
     const q = Object.entries(args.query ?? {}).filter((e): e is [string, string] => e[1] !== undefined);
     if (q.length) path += `?${new URLSearchParams(q).toString()}`;
     const raw = await this.request<unknown>(spec.method, path, args.body, args.signal);
-    const r = spec.response.safeParse(raw);
-    if (!r.success) {
-      const issue = r.error.issues[0];
-      throw typedError(
-        'internal',
-        `the node's answer to ${id} does not match the contract (${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'})`,
-        'the node and this client are different versions; upgrade the older one',
-      );
-    }
-    return r.data as ResponseOf<K>;
+    return checked(spec.response, raw, `the node's answer to ${id}`) as ResponseOf<K>;
+  }
+
+  /** A route's path, filled in. */
+  private async routePath(id: RouteId, params: Record<string, string>): Promise<string> {
+    return fillPath((await contractShapes()).routes[id]!.path, params);
   }
 
   node(signal?: AbortSignal): Promise<NodeInfo> {
@@ -294,7 +369,8 @@ export class NodeClient {
       const q = new URLSearchParams();
       if (opts.env) q.set('env', opts.env);
       if (last !== undefined) q.set('since', String(last));
-      const path = `${ROUTES.events.path}?${q.toString()}`;
+      const path = `${await this.routePath('events', {})}?${q.toString()}`;
+      const shape: Shape = (await contractShapes()).messages.BerthEvent!;
       // The first connection fails at once when no node answers; a later one (the node went
       // away, a restart) is tried again for a while, from the last event seen.
       const res = attempt === 0 ? await this.open('GET', path, opts.signal) : await this.reopen(path, opts.signal);
@@ -316,7 +392,7 @@ export class NodeClient {
               .map((l) => l.slice(5).trimStart())
               .join('\n');
             if (!data) continue;
-            const e = BerthEvent.parse(JSON.parse(data));
+            const e = checked(shape, JSON.parse(data), 'an event from the node') as BerthEvent;
             last = e.id;
             yield e;
           }
@@ -423,15 +499,16 @@ export class NodeClient {
   }
 
   /** A file inside the environment, whole. */
-  readFile(name: string, path: string): Promise<Buffer> {
-    return this.raw('GET', `${fillPath(ROUTES.readFile.path, { name })}?${new URLSearchParams({ path }).toString()}`);
+  async readFile(name: string, path: string): Promise<Buffer> {
+    return this.raw('GET', `${await this.routePath('readFile', { name })}?${new URLSearchParams({ path }).toString()}`);
   }
 
   /** Writes a file inside the environment (its parent directories are made). */
   async writeFile(name: string, path: string, data: Buffer, mode?: number): Promise<{ path: string; bytes: number }> {
     const q = new URLSearchParams({ path, ...(mode !== undefined ? { mode: mode.toString(8) } : {}) });
-    const out = await this.raw('PUT', `${fillPath(ROUTES.writeFile.path, { name })}?${q.toString()}`, data);
-    return ROUTES.writeFile.response.parse(JSON.parse(out.toString('utf8')));
+    const out = await this.raw('PUT', `${await this.routePath('writeFile', { name })}?${q.toString()}`, data);
+    const spec = (await contractShapes()).routes.writeFile!;
+    return checked(spec.response, JSON.parse(out.toString('utf8')), "the node's answer to writeFile") as { path: string; bytes: number };
   }
 
   listFiles(name: string, path: string, signal?: AbortSignal): Promise<ResponseOf<'listFiles'>> {
@@ -509,7 +586,7 @@ export class NodeClient {
   /** A WebSocket to the node, with auth. */
   socket(path: string): WebSocket {
     const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
-    return new WebSocket(url, {
+    return new (WebSocketClass())(url, {
       headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {},
       perMessageDeflate: false,
       ...(this.o.ca ? { ca: this.o.ca } : {}),
@@ -566,8 +643,8 @@ export class NodeClient {
     session.catch(() => {});
     const queue: Array<Buffer | string> = [];
     const send = (d: Buffer | string): void => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(d);
-      else if (ws.readyState === WebSocket.CONNECTING) queue.push(d);
+      if (ws.readyState === WS_OPEN) ws.send(d);
+      else if (ws.readyState === WS_CONNECTING) queue.push(d);
     };
     ws.on('open', () => queue.splice(0).forEach((d) => ws.send(d)));
     const exit = new Promise<{ exitCode: number; signal: string | null }>((resolve, reject) => {
@@ -621,16 +698,17 @@ export class NodeClient {
   ): ExecHandle {
     const path = `/v1/envs/${encodeURIComponent(name)}/exec/ws`;
     const url = this.o.url ? `${this.o.url.replace(/^http/, 'ws')}${path}` : `ws+unix://${this.o.socketPath}:${path}`;
-    const ws = new WebSocket(url, {
+    const ws = new (WebSocketClass())(url, {
       headers: this.o.token ? { authorization: `Bearer ${this.o.token}` } : {},
       perMessageDeflate: false,
       ...(this.o.ca ? { ca: this.o.ca } : {}),
     });
     const queue: Buffer[] = [];
     const sendOrQueue = (b: Buffer): void => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(b);
+      if (ws.readyState === WS_OPEN) ws.send(b);
       else queue.push(b);
     };
+    const shapes = contractShapes();
     const done = new Promise<ExecStreamResult>((resolve, reject) => {
       let settled = false;
       ws.on('open', () => {
@@ -646,10 +724,14 @@ export class NodeClient {
           return;
         }
         settled = true;
-        const end = ExecEnd.safeParse(JSON.parse(buf.toString('utf8')));
-        if (!end.success) reject(typedError('internal', 'the node ended the command with a message outside the contract'));
-        else if ('exit' in end.data) resolve(end.data.exit);
-        else reject(BerthError.fromWire(end.data.error));
+        const text = buf.toString('utf8');
+        shapes
+          .then((table) => {
+            const end = checked(table.messages.ExecEnd!, JSON.parse(text), 'the message the node ended the command with') as ExecEnd;
+            if ('exit' in end) resolve(end.exit);
+            else reject(BerthError.fromWire(end.error));
+          })
+          .catch(reject);
       });
       ws.on('unexpected-response', (_req, res) => {
         refusal(res, `node refused the stream (HTTP ${res.statusCode})`).then((e) => {
@@ -661,7 +743,7 @@ export class NodeClient {
         if (settled) return;
         settled = true;
         reject(
-          ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
+          ws.readyState === WS_CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
             ? unreachable(this.target, err)
             : interrupted(),
         );
@@ -701,7 +783,8 @@ export class NodeClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.pool?.destroy();
+    this.lazyAgent?.destroy();
   }
 }
 
@@ -728,9 +811,7 @@ function wsErrors(ws: WebSocket, target: string, reject: (e: unknown) => void, s
   ws.on('error', (err: NodeJS.ErrnoException) => {
     if (settled()) return;
     reject(
-      ws.readyState === WebSocket.CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
-        ? unreachable(target, err)
-        : interrupted(),
+      ws.readyState === WS_CONNECTING || err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? unreachable(target, err) : interrupted(),
     );
   });
 }

@@ -33,7 +33,7 @@ import { BerthEvent } from './events.js';
 import { HandbackRequest, StatusRequest, TakeoverRequest } from './supervision.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
 import { SecretInfo, SecretSetRequest } from './secrets.js';
-import { WireErrorSchema } from './errors.js';
+import { WireErrorSchema } from './wire-error.js';
 
 /**
  * Who may call a route:
@@ -571,11 +571,4 @@ export function compileRoutes(): CompiledRoute[] {
   });
 }
 
-/** A route's path with its parameters filled in (each encoded as one segment). */
-export function fillPath(path: string, params: Record<string, string | number>): string {
-  return path.replace(/\{(\w+)\}/g, (_, p: string) => {
-    const v = params[p];
-    if (v === undefined) throw new Error(`missing path parameter ${p}`);
-    return encodeURIComponent(String(v));
-  });
-}
+export { fillPath } from './route-path.js';

@@ -1,7 +1,6 @@
 // Errors with stable codes. One table maps each code to its CLI exit code and HTTP status,
-// so the daemon, the client and the CLI agree without guessing.
-import { z } from 'zod';
-
+// so the daemon, the client and the CLI agree without guessing. No zod here: every command
+// loads this file, and its schema (WireErrorSchema) is in wire-error.ts.
 export const ERROR_TABLE = {
   usage: { exit: 2, http: 400 },
   invalid_name: { exit: 3, http: 400 },
@@ -141,13 +140,6 @@ export interface WireError {
   message: string;
   hint?: string;
 }
-
-/** The error every route answers with, as a schema (the contract's error answer). */
-export const WireErrorSchema = z.object({
-  code: z.enum(Object.keys(ERROR_TABLE) as [ErrorCode, ...ErrorCode[]]),
-  message: z.string(),
-  hint: z.string().optional(),
-});
 
 export function asBerthError(err: unknown): BerthError {
   if (err instanceof BerthError) return err;

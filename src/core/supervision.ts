@@ -2,12 +2,11 @@
 // the note the human leaves when handing it back. Schemas and pure helpers shared by the node,
 // the client, the CLI, the SDK, MCP and the dashboard.
 import { z } from 'zod';
-import { BerthError } from './errors.js';
+import { AGENT_STATES } from './attention.js';
 
 /** What an agent reports of itself: at work, waiting for a human, blocked, or done. */
-export const AgentState = z.enum(['working', 'waiting', 'blocked', 'done']);
+export const AgentState = z.enum(AGENT_STATES);
 export type AgentState = z.infer<typeof AgentState>;
-export const AGENT_STATES = AgentState.options;
 
 /** The longest note a status, a takeover or a hand-back carries (characters). */
 export const NOTE_MAX = 2000;
@@ -55,31 +54,4 @@ export const SupervisionInfo = {
   handback: Handback.nullable().default(null),
 };
 
-/** Where an agent's status puts its environment in a list: those waiting for a human first, then the blocked. */
-export function attentionRank(status: AgentStatus | null | undefined): number {
-  if (!status) return 2;
-  return status.state === 'waiting' ? 0 : status.state === 'blocked' ? 1 : 2;
-}
-
-/** Environments in the order a supervisor reads them (stable: equal ranks keep their order). */
-export function byAttention<T extends { agentStatus?: AgentStatus | null }>(envs: readonly T[]): T[] {
-  return envs
-    .map((e, i) => ({ e, i, r: attentionRank(e.agentStatus) }))
-    .sort((a, b) => a.r - b.r || a.i - b.i)
-    .map((x) => x.e);
-}
-
-/** The one line an agent is told while a human holds its environment. */
-export function leaseNotice(lease: Lease): string {
-  const how = lease.exclusive ? 'exclusive human takeover' : 'human takeover';
-  return `${how} by ${lease.holder} since ${lease.since}${lease.note ? `: ${lease.note}` : ''}`;
-}
-
-/** The refusal an agent's command gets under an exclusive lease: who holds it, since when, and to wait. */
-export function takenOverError(env: string, lease: Lease): BerthError {
-  return new BerthError(
-    'taken_over',
-    `${env} is taken over by ${lease.holder} (exclusive, since ${lease.since})${lease.note ? `: ${lease.note}` : ''}`,
-    'wait for the hand-back (watch for env.handback), then go on',
-  );
-}
+export { AGENT_STATES, attentionRank, byAttention, leaseNotice, takenOverError } from './attention.js';

@@ -11,36 +11,9 @@
 //   {"session"}, {"open"}, {"end"}, {"exit"} or {"error"} from the node.
 import { z } from 'zod';
 import { ExecExit } from './api.js';
-import { WireErrorSchema } from './errors.js';
+import { WireErrorSchema } from './wire-error.js';
 
-export const EXEC_TAG = {
-  /** client -> node */
-  stdin: 0,
-  stdinEnd: 1,
-  signal: 2,
-  /** node -> client */
-  stdout: 1,
-  stderr: 2,
-} as const;
-
-/** Output held for a slow reader before its source is paused, and the mark to resume at. */
-export const FLOW = { highWater: 8 * 1024 * 1024, lowWater: 1024 * 1024 } as const;
-
-/** One tagged binary message. */
-export function tagged(tag: number, payload?: Uint8Array | string): Buffer {
-  if (payload === undefined) return Buffer.of(tag);
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const out = Buffer.allocUnsafe(1 + body.length);
-  out[0] = tag;
-  out.set(body, 1);
-  return out;
-}
-
-/** The tag and the payload of a binary message. */
-export function untag(msg: Buffer): { tag: number; payload: Buffer } | null {
-  if (msg.length === 0) return null;
-  return { tag: msg[0]!, payload: msg.subarray(1) };
-}
+export { EXEC_TAG, FLOW, tagged, untag } from './ws-tags.js';
 
 /** The last message of a stream: how it ended. */
 export const ExecEnd = z.union([z.object({ exit: ExecExit }), z.object({ error: WireErrorSchema })]);

@@ -1,5 +1,4 @@
 // Reaching the local node, starting a daemon when none is running.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,8 @@ export async function connectLocal(opts: { autostart: boolean; quiet?: boolean }
   const logPath = join(home, 'daemon.log');
   const out = openSync(logPath, 'a');
   const bin = resolve(fileURLToPath(import.meta.url), '..', '..', 'cli', 'main.js');
+  // Loaded here, not at the top: most commands find a node running and never start one.
+  const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, [bin, 'daemon'], { detached: true, stdio: ['ignore', out, out], env: process.env });
   child.unref();
   if (!opts.quiet) process.stderr.write(`berth: no daemon was running; started one (pid ${child.pid}, log ${logPath})\n`);

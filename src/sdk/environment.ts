@@ -14,7 +14,8 @@ import type {
 } from '../core/api.js';
 import { BerthError, typedError } from '../core/errors.js';
 import { parseReadiness } from '../core/readiness.js';
-import { AGENT_STATES, type AgentState, type Handback, type Lease } from '../core/supervision.js';
+import { AGENT_STATES } from '../core/attention.js';
+import type { AgentState, Handback, Lease } from '../core/supervision.js';
 import { defaultHolder } from './holder.js';
 
 export interface ExecOptions {

@@ -9,7 +9,7 @@ import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
 import { place } from '../placement.js';
 import { envTable, printJson } from '../output.js';
-import { byAttention, leaseNotice } from '../../core/supervision.js';
+import { byAttention, leaseNotice } from '../../core/attention.js';
 
 export async function cmdNew(argv: string[]): Promise<number> {
   const p = parseArgs(argv, {

@@ -11,7 +11,7 @@ import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { clientFor, loadNodes, normalizeUrl, saveNodes, target } from '../../sdk/nodes.js';
 import { printJson, statusCell, table } from '../output.js';
-import { byAttention } from '../../core/supervision.js';
+import { byAttention } from '../../core/attention.js';
 import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
 import { transferToolchain } from './toolchain.js';

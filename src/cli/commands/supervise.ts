@@ -2,7 +2,8 @@
 // environment (taken over, then handed back with a note the agent reads).
 import type { EnvInfo } from '../../core/api.js';
 import { BerthError } from '../../core/errors.js';
-import { AGENT_STATES, leaseNotice, type AgentState } from '../../core/supervision.js';
+import { AGENT_STATES, leaseNotice } from '../../core/attention.js';
+import type { AgentState } from '../../core/supervision.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { target } from '../../sdk/nodes.js';
 import { defaultHolder } from '../../sdk/holder.js';

@@ -2,7 +2,7 @@
 // event stream.
 import { BerthError } from '../../core/errors.js';
 import type { BerthEvent } from '../../core/events.js';
-import { parseDuration } from '../../core/tokens.js';
+import { parseDuration } from '../../core/duration.js';
 import { connectLocal } from '../../sdk/connect.js';
 import { target } from '../../sdk/nodes.js';
 import { bool, flag, parseArgs } from '../args.js';
