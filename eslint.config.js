@@ -15,7 +15,8 @@ const layer = (files, forbidden, why) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js'] },
+  // The dashboard's browser code is plain JavaScript for the browser, served as it is.
+  { ignores: ['dist/**', 'node_modules/**', 'examples/**', 'eslint.config.js', 'src/dashboard/web/**'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -88,7 +89,7 @@ export default tseslint.config(
     },
   },
   layer(['src/env/**'], ['node', 'client', 'sdk', 'mcp', 'cli'], 'the environment manager knows nothing of the daemon or its clients'),
-  layer(['src/node/**'], ['client', 'sdk', 'mcp', 'cli'], 'the daemon knows nothing of its clients'),
+  layer(['src/node/**'], ['client', 'sdk', 'mcp', 'dashboard', 'cli'], 'the daemon knows nothing of its clients'),
   layer(
     ['src/remote/**'],
     ['env', 'node', 'client', 'sdk', 'mcp', 'cli'],
@@ -108,6 +109,11 @@ export default tseslint.config(
     ['src/mcp/**'],
     ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'cli'],
     'the MCP server reaches the node only through the SDK and the one client',
+  ),
+  layer(
+    ['src/dashboard/**'],
+    ['engine', 'state', 'workspace', 'toolchain', 'agent', 'env', 'node', 'remote', 'mcp', 'cli'],
+    'the dashboard reaches the node only through the SDK and the one client',
   ),
   // Surfaces reach the node only through the one client (and the SDK over it). The three files
   // excepted still hold orchestration that is moving into the SDK and the daemon: the daemon

@@ -10,6 +10,7 @@ import type { OpContext, StreamHooks, ControlMessage } from './context.js';
 import { runConnect } from './connect-op.js';
 import { describe, toolVersions } from './describe-op.js';
 import { listDir } from './files-op.js';
+import { resources } from './procfs.js';
 import { runBatch, runExec } from './exec-op.js';
 import { resolveInside } from './paths.js';
 import { httpProbe } from './probes.js';
@@ -173,6 +174,8 @@ async function handle(ctx: OpContext, op: AgentOp): Promise<void> {
       return logs(ctx, op);
     case 'describe':
       return ctx.respond({ ok: true, describe: await describe(services.list()) });
+    case 'stats':
+      return ctx.respond({ ok: true, stats: { ...resources() } });
     case 'listDir':
       try {
         return ctx.respond({ ok: true, entries: await listDir(resolveInside(op.path)) });

@@ -148,6 +148,10 @@ export interface LogsOp {
 export interface DescribeOp {
   op: 'describe';
 }
+/** The environment's cgroup counters (CPU time, memory, pids): cheap, for sampling. */
+export interface StatsOp {
+  op: 'stats';
+}
 export interface ListDirOp {
   op: 'listDir';
   path: string;
@@ -179,6 +183,7 @@ export type AgentOp =
   | ServiceCheckOp
   | LogsOp
   | DescribeOp
+  | StatsOp
   | ListDirOp
   | HttpProbeOp;
 
@@ -206,6 +211,7 @@ export interface AgentResponse {
   service?: ServiceStatus;
   services?: ServiceStatus[];
   describe?: Record<string, unknown>;
+  stats?: Record<string, unknown>;
   probe?: ProbeResult;
   entries?: DirEntry[];
 }

@@ -48,6 +48,8 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth takeover ENV [--exclusive] [--note TEXT]   a human takes the environment (exclusive: the agent waits)
   berth handback ENV [--note TEXT]     end the takeover, leaving a note the agent reads
   berth mcp                            an MCP server on stdio (the daemon serves it at /mcp too)
+  berth dashboard [--open] [--json]    a one-time login link to the node's web dashboard
+  berth daemon|up [--dashboard 127.0.0.1:PORT|off]   where the dashboard listens (default 127.0.0.1:7781)
 
 Commands that return data take --json (one JSON document on stdout). BERTH_HOME (default ~/.berth) holds the node's state;
 BERTH_ENGINE (podman, docker, or unix:///path) picks the engine.
@@ -105,6 +107,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: async () => (await supervise()).cmdStatus,
   takeover: async () => (await supervise()).cmdTakeover,
   handback: async () => (await supervise()).cmdHandback,
+  dashboard: async () => (await import('./commands/dashboard.js')).cmdDashboard,
 };
 
 const LATER = new Set(['drift', 'ci']);

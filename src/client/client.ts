@@ -14,6 +14,7 @@ import type {
   EgressReport,
   EgressSummary,
   EnvInfo,
+  EnvStats,
   ExecRequest,
   ExecResult,
   GcResult,
@@ -560,6 +561,10 @@ export class NodeClient {
 
   describe(name: string, signal?: AbortSignal): Promise<DescribeResult> {
     return this.call('describe', { params: { name }, signal });
+  }
+
+  stats(name: string, signal?: AbortSignal): Promise<EnvStats> {
+    return this.call('stats', { params: { name }, signal });
   }
 
   /** Many commands, one round trip. */

@@ -549,6 +549,16 @@ export const LiveDescription = z.object({
 });
 export type LiveDescription = z.infer<typeof LiveDescription>;
 
+/** `stats`: the environment's cgroup counters at one moment (CPU time only grows; sample it twice for a rate). */
+export const EnvStats = z.object({
+  at: z.string(),
+  state: EnvState,
+  memory: z.object({ limitBytes: nullableNumber, usedBytes: nullableNumber }),
+  pids: z.object({ limit: nullableNumber, current: nullableNumber }),
+  cpu: z.object({ limitCpus: nullableNumber, usageSeconds: nullableNumber }),
+});
+export type EnvStats = z.infer<typeof EnvStats>;
+
 /** `describe`: the environment as the node knows it, and (when it runs) as it sees itself. */
 export const DescribeResult = EnvInfo.merge(LiveDescription.partial()).extend({
   /** Null when the environment is not running (nothing to ask). */

@@ -13,6 +13,7 @@ import {
   EgressReport,
   EgressSummary,
   EnvInfo,
+  EnvStats,
   ExecRequest,
   ExecResult,
   GcResult,
@@ -226,6 +227,14 @@ export const ROUTES = {
     access: 'env-read',
     summary: 'everything the environment is, as the node and the environment itself see it',
     response: DescribeResult,
+  },
+  stats: {
+    method: 'GET',
+    path: '/v1/envs/{name}/stats',
+    kind: 'json',
+    access: 'env-read',
+    summary: "CPU time, memory and pids now, from the environment's cgroup (nulls when it is not running)",
+    response: EnvStats,
   },
   exec: {
     method: 'POST',

@@ -146,6 +146,23 @@ export async function describeEnv(manager: EnvManager, name: string): Promise<Re
   };
 }
 
+/** The environment's cgroup counters now; nulls when it is not running (nothing to ask). */
+export async function envStats(manager: EnvManager, name: string): Promise<Record<string, unknown>> {
+  const info = manager.get(name);
+  const at = new Date().toISOString();
+  if (info.state !== 'running') {
+    return {
+      at,
+      state: info.state,
+      memory: { limitBytes: null, usedBytes: null },
+      pids: { limit: null, current: null },
+      cpu: { limitCpus: null, usageSeconds: null },
+    };
+  }
+  const res = await ask(manager, name, { op: 'stats' });
+  return { ...res.stats, at, state: info.state };
+}
+
 export async function runBatch(manager: EnvManager, name: string, req: BatchRequest): Promise<BatchResult> {
   const t0 = performance.now();
   const { row, conn } = await manager.agentFor(name);

@@ -10,7 +10,17 @@ import type { NodeInfo } from '../core/api.js';
 import type { ROUTES, RouteId } from '../core/contract.js';
 import { asBerthError, BerthError } from '../core/errors.js';
 import type { Principal } from '../core/tokens.js';
-import { autostartServices, ask, describeEnv, listServices, putArchive, runBatch, startService, stopService } from '../env/env-ops.js';
+import {
+  autostartServices,
+  ask,
+  describeEnv,
+  envStats,
+  listServices,
+  putArchive,
+  runBatch,
+  startService,
+  stopService,
+} from '../env/env-ops.js';
 import { execBuffered } from '../env/exec-service.js';
 import type { EnvManager } from '../env/manager.js';
 import type { PoolKeeper } from '../env/pools.js';
@@ -116,6 +126,7 @@ export const HANDLERS: Handlers = {
   setEgress: ({ parts, params, body }) => parts.manager.egress.setPolicy(parts.manager.row(params.name!), body.policy),
   setBudget: ({ parts, params, body }) => parts.manager.egress.setBudget(parts.manager.row(params.name!), body.budget),
   describe: ({ parts, params }) => describeEnv(parts.manager, params.name!),
+  stats: ({ parts, params }) => envStats(parts.manager, params.name!),
   exec: ({ parts, params, body, res }) => execBuffered(parts.manager, params.name!, body, res),
   batch: ({ parts, params, body }) => runBatch(parts.manager, params.name!, body),
   snap: ({ parts, params, body }) => snap(parts.manager, params.name!, body),

@@ -6,6 +6,7 @@ import type {
   EgressReport,
   EgressSummary,
   EnvInfo,
+  EnvStats,
   ExecTiming,
   Readiness,
   ServiceInfo,
@@ -256,6 +257,11 @@ export class Environment implements AsyncDisposable {
 
   describe(signal?: AbortSignal): Promise<DescribeResult> {
     return this.client.describe(this.name, signal);
+  }
+
+  /** CPU time, memory and pids now (cgroup counters; CPU time only grows). */
+  stats(signal?: AbortSignal): Promise<EnvStats> {
+    return this.client.stats(this.name, signal);
   }
 
   async refresh(signal?: AbortSignal): Promise<EnvInfo> {

@@ -33,6 +33,7 @@ export type {
   EgressReport,
   EgressSummary,
   EnvInfo,
+  EnvStats,
   ExecResult,
   IdentityInfo,
   NodeInfo,

@@ -127,7 +127,15 @@ export class NodeFixture {
   }
 
   get env(): NodeJS.ProcessEnv {
-    return { ...process.env, BERTH_HOME: this.home, BERTH_ENGINE: this.engine, BERTH_NO_AUTOSTART: '1', ...this.extraEnv };
+    // Each test node's dashboard on a port of its own (the default, 7781, is one per machine).
+    return {
+      ...process.env,
+      BERTH_HOME: this.home,
+      BERTH_ENGINE: this.engine,
+      BERTH_NO_AUTOSTART: '1',
+      BERTH_DASHBOARD: '127.0.0.1:0',
+      ...this.extraEnv,
+    };
   }
 
   get nodeId(): string {

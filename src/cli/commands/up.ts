@@ -7,27 +7,53 @@ import { NodeClient } from '../../client/client.js';
 import { BerthError } from '../../core/errors.js';
 import { startDaemon } from '../../node/daemon.js';
 import { mcpHttpHandler } from '../../mcp/http.js';
+import { Dashboard, dashboardAddress } from '../../dashboard/index.js';
 
-/** The surfaces the daemon serves beside its API: MCP over streamable HTTP at /mcp. */
-const extra = (socketPath: string) => ({ '/mcp': mcpHttpHandler(socketPath) });
+/**
+ * The surfaces the daemon serves beside its API: MCP over streamable HTTP at /mcp, and the
+ * dashboard (its own listener on loopback, and /dashboard/login on the API).
+ */
+function surfaces(dashboardFlag: string | undefined) {
+  const where = dashboardAddress(dashboardFlag);
+  const log = (l: string): void => void process.stderr.write(l + '\n');
+  const dashboard = where ? new Dashboard({ ...where, log }) : undefined;
+  return {
+    dashboard,
+    extra: (socketPath: string) => ({ '/mcp': mcpHttpHandler(socketPath), ...dashboard?.handlers(socketPath) }),
+    start: async (home: string): Promise<void> => dashboard?.start(home),
+    close: (): void => dashboard?.close(),
+  };
+}
 import { bool, flag, parseArgs } from '../args.js';
 import { ensureToolchain } from './toolchain.js';
 
 export async function cmdDaemon(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: [], value: ['listen', 'tls-cert', 'tls-key'] });
+  const p = parseArgs(argv, { boolean: [], value: ['listen', 'tls-cert', 'tls-key', 'dashboard'] });
   if (!!flag(p, 'tls-cert') !== !!flag(p, 'tls-key')) throw new BerthError('usage', '--tls-cert and --tls-key go together');
-  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key'), extra });
+  const s = surfaces(flag(p, 'dashboard'));
+  const d = await startDaemon({ listen: flag(p, 'listen'), tlsCert: flag(p, 'tls-cert'), tlsKey: flag(p, 'tls-key'), extra: s.extra });
+  try {
+    await s.start(d.config.home);
+  } catch (err) {
+    await d.close();
+    throw err;
+  }
   await waitForSignal();
+  s.close();
   await d.close();
   return 0;
 }
 
 export async function cmdUp(argv: string[]): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen'] });
+  const p = parseArgs(argv, { boolean: ['no-demo', 'detach'], value: ['listen', 'dashboard'] });
   await ensureToolchain();
-  const d = await startDaemon({ listen: flag(p, 'listen'), extra });
+  const s = surfaces(flag(p, 'dashboard'));
+  const d = await startDaemon({ listen: flag(p, 'listen'), extra: s.extra });
   const client = new NodeClient({ socketPath: d.socketPath });
+  let dashboardUrl: string | undefined;
   try {
+    await s.start(d.config.home);
+    if (s.dashboard?.url) dashboardUrl = (await client.request<{ url: string }>('POST', '/dashboard/login')).url;
     if (!bool(p, 'no-demo')) {
       const repo = demoRepo(d.config.home);
       const envs = await client.listEnvs();
@@ -40,6 +66,7 @@ export async function cmdUp(argv: string[]): Promise<number> {
       process.stderr.write(`berth: \`npm test\` in demo exited ${r.exitCode} (agent round trip ${r.timing.transportMs} ms)\n`);
     }
   } catch (err) {
+    s.close();
     await d.close();
     throw err;
   } finally {
@@ -50,6 +77,7 @@ export async function cmdUp(argv: string[]): Promise<number> {
     [
       '',
       `berth node ${d.config.nodeId} is up on ${d.socketPath}${d.tcp ? ` and tcp://${d.tcp.host}:${d.tcp.port}` : ''}.`,
+      ...(dashboardUrl ? [`The dashboard (a one-time login link; \`${'bin/berth'} dashboard\` prints another): ${dashboardUrl}`] : []),
       'Try, in another terminal:',
       `  ${berth} ls`,
       `  ${berth} exec demo -- npm test`,
@@ -61,10 +89,12 @@ export async function cmdUp(argv: string[]): Promise<number> {
     ].join('\n'),
   );
   if (bool(p, 'detach')) {
+    s.close();
     await d.close();
     return 0;
   }
   await waitForSignal();
+  s.close();
   await d.close();
   return 0;
 }
