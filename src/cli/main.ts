@@ -142,6 +142,13 @@ if (process.env.BERTH_TRACE === '1') {
   });
 }
 
+// A reader that went away (`berth logs -f | head -1`) ends the command quietly, as it would
+// any Unix tool: there is no one left to tell.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

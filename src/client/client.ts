@@ -685,6 +685,9 @@ export class NodeClient {
         }
       });
     });
+    // A caller that only watches output need not await the exit: its failure is theirs to
+    // read, never an unhandled rejection that takes their process down.
+    exit.catch(() => {});
     return {
       session,
       write: (c) => send(c),

@@ -91,6 +91,20 @@ for (const engine of testEngines()) {
           execFileSync('pkill', ['-f', `${BERTH} logs app web -f`]);
           const followed = await follow;
           assert.ok((followed.stdout.match(/tick/g) ?? []).length >= 2, followed.stdout.slice(-300));
+
+          // A reader that goes away (`| head -1`) ends the follower quietly: no stack trace, exit 0.
+          const piped = await run(
+            'bash',
+            [
+              '-c',
+              `"$0" "$1" logs app web -f 2>"$2" | head -1; echo "exit=\${PIPESTATUS[0]}"; cat "$2"`,
+              process.execPath,
+              BERTH,
+              join(node.home, 'piped.err'),
+            ],
+            { env: node.env, timeoutMs: 60_000 },
+          );
+          assert.match(piped.stdout, /^.*\nexit=0\n$/, piped.stdout);
         })(),
       ));
 
