@@ -29,6 +29,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth pool set [TOOLCHAIN] --repo PATH --ref REF --size N | berth pool ls
   berth new ... [--identity ID|FILE] [--snapshot ID] [--ttl 2h] [--idle-ttl 30m] [--no-pool]
   berth rm NAME [--discard]            snapshots first unless --discard
+  berth new ... --egress allow:npm,github,api.example.com:443|learn|all [--budget egress=500MB,cpu=2h]
+  berth egress NAME [--json] [--suggest] [--set POLICY]   destinations, the least-privilege list, a new policy
+  berth resume NAME --budget egress=1GB  raise a budget and resume
   berth node add NAME tcp://HOST:PORT --token-file F [--ca F] [--registry R] | node ls | node rm NAME
   berth ls --all                       every environment on every node (names are ENV or NODE/ENV)
   berth enter NODE/ENV [--attach] [--no-shell]   pull an agent's context here, or a terminal there
@@ -37,6 +40,9 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth ssh-config                     Host entries for "ssh NAME.NODE.berth"
   berth toolchain push|pull [DIGEST] --registry HOST:PORT [--via engine|berth]
   berth token create --agent A [--env E]... [--read-only] [--ttl 8h] | token ls | token rm ID
+  berth secret set NAME --value-file F|--value-stdin --host HOST[:PORT] [--header 'Authorization: Bearer {}'] [--env-var VAR]
+  berth secret ls | berth secret rm NAME   the environment holds a placeholder; the node swaps in the value on the wire
+  berth new ... --secret NAME          (repeatable) the environment gets NAME's variable, holding a placeholder
   berth events [--env E] [--since ID] [--json]   the event stream (resumes from an id)
   berth status ENV working|waiting|blocked|done [--note TEXT]   an agent reports its own state
   berth takeover ENV [--exclusive] [--note TEXT]   a human takes the environment (exclusive: the agent waits)
@@ -95,6 +101,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'ssh-proxy': async () => (await ssh()).cmdSshProxy,
   token: async () => (await tokens()).cmdToken,
   events: async () => (await tokens()).cmdEvents,
+  egress: async () => (await import('./commands/egress.js')).cmdEgress,
+  secret: async () => (await import('./commands/secrets.js')).cmdSecret,
   mcp: async () => (await import('./commands/mcp.js')).cmdMcp,
   status: async () => (await supervise()).cmdStatus,
   takeover: async () => (await supervise()).cmdTakeover,

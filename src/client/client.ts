@@ -11,6 +11,8 @@ import type {
   CreatedEnv,
   CreateEnvRequest,
   DescribeResult,
+  EgressReport,
+  EgressSummary,
   EnvInfo,
   EnvStats,
   ExecRequest,
@@ -37,6 +39,7 @@ import type { Shape } from '../core/shape.js';
 import type { HandbackRequest, StatusRequest, TakeoverRequest } from '../core/supervision.js';
 import type { TokenCreateRequest, TokenCreated, TokenInfo } from '../core/tokens.js';
 import type { ProgressLine, ProgressReport } from '../core/toolchain-api.js';
+import type { SecretInfo, SecretSetRequest } from '../core/secrets.js';
 import type { ExecEnd } from '../core/ws-codec.js';
 import { EXEC_TAG, FLOW, tagged, untag } from '../core/ws-tags.js';
 import { Http1Error, Http1Pool, type Http1Answer } from './http1.js';
@@ -347,6 +350,21 @@ export class NodeClient {
     return this.call('resume', { params: { name }, signal });
   }
 
+  /** Its egress policy, budget, recent denials, destinations and the suggested allow list. */
+  egress(name: string, signal?: AbortSignal): Promise<EgressReport> {
+    return this.call('getEgress', { params: { name }, signal });
+  }
+
+  /** Changes a running environment's egress policy (the node's token only). */
+  setEgress(name: string, policy: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.call('setEgress', { params: { name }, body: { policy }, signal });
+  }
+
+  /** Sets or raises its budgets, `egress=1GB,cpu=4h` (the node's token only). */
+  setBudget(name: string, budget: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.call('setBudget', { params: { name }, body: { budget }, signal });
+  }
+
   /** The agent's own state and a note (an agent reports itself). */
   setStatus(name: string, req: StatusRequest, signal?: AbortSignal): Promise<EnvInfo> {
     return this.call('setStatus', { params: { name }, body: req, signal });
@@ -392,6 +410,18 @@ export class NodeClient {
 
   removeToken(id: string, signal?: AbortSignal): Promise<{ removed: string }> {
     return this.call('removeToken', { params: { token: id }, signal });
+  }
+
+  async secrets(signal?: AbortSignal): Promise<SecretInfo[]> {
+    return (await this.call('listSecrets', { signal })).secrets;
+  }
+
+  setSecret(name: string, req: SecretSetRequest, signal?: AbortSignal): Promise<SecretInfo> {
+    return this.call('setSecret', { params: { secret: name }, body: req, signal });
+  }
+
+  removeSecret(name: string, signal?: AbortSignal): Promise<{ removed: string }> {
+    return this.call('removeSecret', { params: { secret: name }, signal });
   }
 
   /**

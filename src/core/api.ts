@@ -1,6 +1,7 @@
 // The wire schema: the one source for the daemon, the SDK and the CLI.
 import { z } from 'zod';
 import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
+import { EnvSecret } from './secrets.js';
 import { SupervisionInfo } from './supervision.js';
 
 export const API_VERSION = 'v1';
@@ -29,6 +30,10 @@ export const CreateEnvRequest = z
     network: NetworkMode.optional(),
     limits: Limits.partial().optional(),
     inheritTrust: z.boolean().optional(),
+    /** The egress policy: `allow:LIST`, `learn` or `all` (docs/egress.md). */
+    egress: z.string().max(8192).optional(),
+    /** Budgets: `egress=500MB,cpu=2h`; over one, the environment is paused. */
+    budget: z.string().max(256).optional(),
     /** Fork: start from this snapshot (its repo, commit and toolchain unless given). */
     snapshot: z.string().max(80).optional(),
     /** Recreate from an identity (the short form or its JSON). */
@@ -38,6 +43,8 @@ export const CreateEnvRequest = z
     idleTtlSeconds: z.number().int().positive().max(31_536_000).optional(),
     /** Never take one from a pre-warmed pool. */
     noPool: z.boolean().optional(),
+    /** Secrets by name: the environment gets each one's variable holding a placeholder. */
+    secrets: z.array(z.string().min(1).max(63)).max(32).optional(),
     /** Entered from another node: where pushes go back to. */
     upstream: z
       .object({ node: z.string().max(256), env: z.string().max(63), url: z.string().max(2048), snapshot: z.string().max(80) })
@@ -81,6 +88,59 @@ export type IdentityInfo = z.infer<typeof IdentityInfo>;
 
 export const Placement = z.object({ node: z.string(), operator: z.string().nullable(), reason: z.string() });
 
+export const EgressDenial = z.object({
+  at: z.string(),
+  host: z.string(),
+  port: z.number(),
+  /** A connection, or a DNS lookup. */
+  via: z.enum(['tcp', 'dns']),
+  reason: z.string(),
+});
+export type EgressDenial = z.infer<typeof EgressDenial>;
+
+export const BudgetInfo = z.object({
+  egressBytes: z.number().nullable(),
+  cpuSeconds: z.number().nullable(),
+  usedBytes: z.number(),
+  /** The container's CPU time when last sampled (null before the first sample). */
+  usedCpuSeconds: z.number().nullable(),
+  leftBytes: z.number().nullable(),
+  leftCpuSeconds: z.number().nullable(),
+});
+export type BudgetInfo = z.infer<typeof BudgetInfo>;
+
+/** An environment's egress policy, as describe, the SDK and MCP show it. */
+export const EgressSummary = z.object({
+  policy: z.string(),
+  mode: z.enum(['all', 'learn', 'allow']),
+  /** Connections go through the node's proxy (every mode but plain `all`). */
+  proxied: z.boolean(),
+  budget: BudgetInfo.nullable(),
+  recentDenials: z.array(EgressDenial),
+});
+export type EgressSummary = z.infer<typeof EgressSummary>;
+
+export const EgressDestination = z.object({
+  host: z.string(),
+  port: z.number(),
+  allowed: z.boolean(),
+  connections: z.number(),
+  bytesIn: z.number(),
+  bytesOut: z.number(),
+  firstSeen: z.string(),
+  lastSeen: z.string(),
+});
+export type EgressDestination = z.infer<typeof EgressDestination>;
+
+/** `GET /v1/envs/{name}/egress`: the policy, every destination, the least-privilege list. */
+export const EgressReport = EgressSummary.extend({
+  env: z.string(),
+  destinations: z.array(EgressDestination),
+  /** `allow:…` for what the environment reached (allowed destinations), or null. */
+  suggested: z.string().nullable(),
+});
+export type EgressReport = z.infer<typeof EgressReport>;
+
 export const EnvInfo = z.object({
   id: z.string(),
   name: z.string(),
@@ -104,6 +164,10 @@ export const EnvInfo = z.object({
   ttl: z.object({ seconds: z.number().nullable(), idleSeconds: z.number().nullable(), expiresAt: z.string().nullable() }),
   upstream: z.object({ node: z.string(), env: z.string(), url: z.string(), snapshot: z.string() }).nullable(),
   placement: Placement,
+  /** Its egress policy and budget, when it has one (null: plain egress or none). */
+  egress: EgressSummary.nullable().optional(),
+  /** Its secrets: names, variables and hosts, never values. */
+  secrets: z.array(EnvSecret),
   /** What its agent last reported of itself; a human's lease on it; the last hand-back's note. */
   ...SupervisionInfo,
 });

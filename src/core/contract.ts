@@ -10,6 +10,8 @@ import {
   CreatedEnv,
   CreateEnvRequest,
   DescribeResult,
+  EgressReport,
+  EgressSummary,
   EnvInfo,
   EnvStats,
   ExecRequest,
@@ -32,6 +34,7 @@ import { BerthEvent } from './events.js';
 import { HandbackRequest, StatusRequest, TakeoverRequest } from './supervision.js';
 import { TokenCreateRequest, TokenCreated, TokenInfo } from './tokens.js';
 import { TOOLCHAIN_ROUTES } from './toolchain-api.js';
+import { SecretInfo, SecretSetRequest } from './secrets.js';
 import { WireErrorSchema } from './wire-error.js';
 
 /**
@@ -80,6 +83,7 @@ export const PARAMS = {
   port: z.string().regex(/^\d{1,5}$/),
   session: z.string().min(1).max(64),
   token: z.string().min(1).max(64),
+  secret: z.string().min(1).max(63),
 } as const;
 export type ParamName = keyof typeof PARAMS;
 
@@ -158,6 +162,32 @@ export const ROUTES = {
   },
   pause: { method: 'POST', path: '/v1/envs/{name}/pause', kind: 'json', access: 'env-write', summary: 'freeze', response: EnvInfo },
   resume: { method: 'POST', path: '/v1/envs/{name}/resume', kind: 'json', access: 'env-write', summary: 'thaw', response: EnvInfo },
+  getEgress: {
+    method: 'GET',
+    path: '/v1/envs/{name}/egress',
+    kind: 'json',
+    access: 'env-read',
+    summary: 'its egress policy, budget, recent denials, every destination reached and the least-privilege allow list',
+    response: EgressReport,
+  },
+  setEgress: {
+    method: 'PUT',
+    path: '/v1/envs/{name}/egress',
+    kind: 'json',
+    access: 'node',
+    summary: "change a running environment's egress policy (new connections follow it, no restart)",
+    request: z.object({ policy: z.string().max(8192) }).strict(),
+    response: EgressSummary,
+  },
+  setBudget: {
+    method: 'PUT',
+    path: '/v1/envs/{name}/budget',
+    kind: 'json',
+    access: 'node',
+    summary: 'set or raise its budgets (egress bytes, CPU time)',
+    request: z.object({ budget: z.string().max(256) }).strict(),
+    response: EgressSummary,
+  },
   setStatus: {
     method: 'POST',
     path: '/v1/envs/{name}/status',
@@ -499,6 +529,31 @@ export const ROUTES = {
     response: z.object({ removed: z.string() }),
   },
   ...TOOLCHAIN_ROUTES,
+  listSecrets: {
+    method: 'GET',
+    path: '/v1/secrets',
+    kind: 'json',
+    access: 'node',
+    summary: 'secrets: names, hosts, headers, variables and who holds them (never their values)',
+    response: z.object({ secrets: z.array(SecretInfo) }),
+  },
+  setSecret: {
+    method: 'PUT',
+    path: '/v1/secrets/{secret}',
+    kind: 'json',
+    access: 'node',
+    summary: 'set a secret for one host: stored sealed; environments get a placeholder the node swaps for it on the wire',
+    request: SecretSetRequest,
+    response: SecretInfo,
+  },
+  removeSecret: {
+    method: 'DELETE',
+    path: '/v1/secrets/{secret}',
+    kind: 'json',
+    access: 'node',
+    summary: 'remove a secret: live environments stop getting it at once',
+    response: z.object({ removed: z.string() }),
+  },
 } as const satisfies Record<string, RouteSpec>;
 
 export type RouteId = keyof typeof ROUTES;

@@ -45,6 +45,17 @@ export const BerthEvent = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('env.takeover'), holder: z.string(), exclusive: z.boolean(), note: z.string().nullable() }),
   z.object({ ...base, type: z.literal('env.handback'), by: z.string(), note: z.string().nullable() }),
   z.object({ ...base, type: z.literal('pool.changed'), pool: z.string(), size: z.number(), warm: z.number() }),
+  /** A destination the egress policy denied (at most one per destination every 10 s). */
+  z.object({
+    ...base,
+    type: z.literal('egress.denied'),
+    host: z.string(),
+    port: z.number(),
+    via: z.enum(['tcp', 'dns']),
+    policy: z.string(),
+  }),
+  /** An environment went over a budget and was paused. */
+  z.object({ ...base, type: z.literal('budget.exceeded'), kind: z.enum(['egress', 'cpu']), used: z.number(), limit: z.number() }),
 ]);
 export type BerthEvent = z.infer<typeof BerthEvent>;
 export type EventType = BerthEvent['type'];

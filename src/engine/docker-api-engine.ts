@@ -230,8 +230,14 @@ export class DockerApiEngine implements Engine {
       Image: string;
       State?: { Status?: string; Pid?: number; Paused?: boolean };
       Config?: { Labels?: Record<string, string> | null };
+      NetworkSettings?: { Networks?: Record<string, { IPAddress?: string; Gateway?: string }> | null };
     };
+    const networks: Record<string, { ip: string; gateway: string }> = {};
+    for (const [name, n] of Object.entries(j.NetworkSettings?.Networks ?? {})) {
+      if (n.IPAddress) networks[name] = { ip: n.IPAddress, gateway: n.Gateway ?? '' };
+    }
     return {
+      networks,
       id: j.Id,
       name: j.Name.replace(/^\//, ''),
       status: normalizeStatus(j.State?.Paused ? 'paused' : j.State?.Status),
@@ -260,6 +266,13 @@ export class DockerApiEngine implements Engine {
       pid: null,
       image: c.Image,
     }));
+  }
+
+  async cpuUsageNs(id: string, signal?: AbortSignal): Promise<number> {
+    const res = await this.http.request('GET', `${API}/containers/${id}/stats?stream=false&one-shot=true`, undefined, signal);
+    check(res, 'container stats');
+    const j = JSON.parse(res.body.toString('utf8')) as { cpu_stats?: { cpu_usage?: { total_usage?: number } } };
+    return j.cpu_stats?.cpu_usage?.total_usage ?? 0;
   }
 
   async pauseContainer(id: string, signal?: AbortSignal): Promise<void> {

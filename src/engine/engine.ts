@@ -39,6 +39,8 @@ export interface ContainerInfo {
   labels: Record<string, string>;
   pid: number | null;
   image: string;
+  /** Its address and gateway on each network it is on (filled in by inspect only). */
+  networks?: Record<string, { ip: string; gateway: string }>;
 }
 
 export interface ImageInfo {
@@ -82,6 +84,8 @@ export interface Engine {
   inspectContainer(id: string, signal?: AbortSignal): Promise<ContainerInfo | null>;
   listContainers(labels: Record<string, string>, signal?: AbortSignal): Promise<ContainerInfo[]>;
   pauseContainer(id: string, signal?: AbortSignal): Promise<void>;
+  /** The CPU time the container's processes have used, in nanoseconds (its cgroup's count). */
+  cpuUsageNs(id: string, signal?: AbortSignal): Promise<number>;
   unpauseContainer(id: string, signal?: AbortSignal): Promise<void>;
   ensureNetwork(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<NetworkInfo>;
   ensureVolume(name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;

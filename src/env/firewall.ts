@@ -149,6 +149,16 @@ export async function isolateNetwork(net: NetworkInfo): Promise<FirewallResult> 
       // The denied destinations come first, whatever else a chain holds or will hold.
       ...['BERTH-FORWARD', 'BERTH-INPUT'].flatMap((chain) => from.map((m) => ({ f, chain, rule: [...m, '-j', DENY], first: true }))),
       ...isolationRules(f, subnets).map(([chain, rule]) => ({ f, chain, rule })),
+      // Connections the egress policy redirects to the node's proxy and DNS responder (nat
+      // PREROUTING, src/env/egress/rules.ts) are the only ones let in to the node.
+      ...(f === 4
+        ? subnets.map((s) => ({
+            f,
+            chain: 'BERTH-INPUT',
+            rule: ['-s', s, '-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'ACCEPT'],
+            first: true,
+          }))
+        : []),
       // Last, so a chain is in force only once it is whole.
       { f, chain: 'INPUT', rule: ['-j', 'BERTH-INPUT'], first: true },
       { f, chain: 'FORWARD', rule: ['-j', 'BERTH-FORWARD'], first: true },

@@ -22,7 +22,12 @@ import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { supervisionOf } from './supervision.js';
 import { isolateNetwork, type FirewallResult } from './firewall.js';
+import { debianMirrorEntries } from '../core/egress-policy.js';
+import { EgressStore } from '../state/egress-store.js';
+import { readAptSources } from '../toolchain/base-image.js';
+import { EgressService } from './egress/service.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
+import type { NodeSecrets } from './secrets/node-secrets.js';
 
 export const LABEL = {
   managed: 'org.berth.managed',
@@ -43,6 +48,8 @@ export interface ManagerOptions {
   store: BlobStore;
   events: EventBus;
   log: (line: string) => void;
+  /** Secrets the node swaps in on the wire; environments hold placeholders. */
+  secrets?: NodeSecrets;
 }
 
 export class EnvManager {
@@ -53,7 +60,24 @@ export class EnvManager {
   /** When each environment last ran a command (flushed to the database now and then). */
   readonly lastUsed = new Map<string, number>();
 
-  constructor(private readonly o: ManagerOptions) {}
+  /** Egress policies and budgets (src/env/egress). */
+  readonly egress: EgressService;
+
+  constructor(private readonly o: ManagerOptions) {
+    this.egress = new EgressService({
+      nodeId: o.config.nodeId,
+      home: o.config.home,
+      store: new EgressStore(o.db.sqlite),
+      sources: () => ({ debianMirrors: debianMirrorEntries(readAptSources().map((s) => s.uri)) }),
+      emit: (e) => void o.events.emit(e),
+      log: o.log,
+      pause: (id, reason) => this.pauseById(id, reason),
+      cpuUsageNs: async (id) => {
+        const row = o.db.envById(id);
+        return row?.container_id && row.state === 'running' ? o.engine.cpuUsageNs(row.container_id) : null;
+      },
+    });
+  }
 
   get config(): NodeConfig {
     return this.o.config;
@@ -67,6 +91,14 @@ export class EnvManager {
     const task = validateLabel('task', req.task);
     const network: NetworkMode = req.network ?? 'egress';
     const limits: Limits = { ...this.o.config.defaultLimits, ...(req.limits ?? {}) };
+    const secrets = this.prepareSecrets(req);
+    // A secret is swapped in by the egress proxy: an environment with one always runs behind it
+    // (under its policy, or under learn, which allows everything, when it has none).
+    const egressText = secrets && (req.egress === undefined || req.egress.trim() === 'all') ? 'learn' : req.egress;
+    const egress = this.egress.validate(egressText, req.budget);
+    if (network === 'none' && ((egress.policy && egress.policy.mode !== 'all') || egress.budget?.egressBytes !== undefined)) {
+      throw new BerthError('usage', 'an egress policy or egress budget needs --network egress', 'drop --network none, or the policy');
+    }
     if (this.o.db.envByName(name)) {
       throw new BerthError(
         'already_exists',
@@ -123,7 +155,16 @@ export class EnvManager {
 
     // A warm environment from a pool, when one matches and nothing is customized.
     const customLimits = Object.keys(req.limits ?? {}).length > 0;
-    const plain = !snapshot && !internal.poolId && !req.noPool && network === 'egress' && !customLimits && req.inheritTrust !== false;
+    const plain =
+      !snapshot &&
+      !internal.poolId &&
+      !req.noPool &&
+      network === 'egress' &&
+      !customLimits &&
+      req.inheritTrust !== false &&
+      !egress.policy &&
+      !egress.budget &&
+      !secrets;
     if (plain) {
       const claimed = await this.claim(image.id, resolved.repo, resolved.commit, cacheKeys, { name, agent, task, req });
       if (claimed) return claimed;
@@ -167,10 +208,12 @@ export class EnvManager {
         `pick another name, or remove it with \`berth rm ${name}\``,
       );
     }
+    secrets?.commit(id);
     const abort = new AbortController();
     this.creating.set(id, abort);
     const sig = signal ? AbortSignal.any([signal, abort.signal]) : abort.signal;
     try {
+      this.egress.register(row, egress.policy, egress.budget);
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
       const ws = join(dir, 'workspace');
@@ -294,10 +337,14 @@ export class EnvManager {
       HOME: '/root',
       ...c.proxyEnv,
     };
-    if (c.caBundle && row.trust) {
-      mounts.push({ source: c.caBundle, target: CA_PATH_IN_ENV, readOnly: true });
+    const secretVars = this.o.secrets?.vault.varsOf(row.id) ?? {};
+    const bundle = Object.keys(secretVars).length ? this.o.secrets?.bundle : c.caBundle;
+    if (bundle && row.trust) {
+      // With a secret, the node's bundle and the node's CA, which signs the secret's host.
+      mounts.push({ source: bundle, target: CA_PATH_IN_ENV, readOnly: true });
       Object.assign(env, trustEnv());
     }
+    Object.assign(env, secretVars);
     const labels: Record<string, string> = {
       [LABEL.managed]: 'true',
       [LABEL.node]: c.nodeId,
@@ -363,15 +410,27 @@ export class EnvManager {
 
   /** Starts an environment's container; on the shared network, only inside its firewall rules. */
   private async startContainer(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<void> {
-    if (row.network !== 'egress') return this.o.engine.startContainer(containerId, signal);
+    if (row.network !== 'egress') {
+      await this.o.engine.startContainer(containerId, signal);
+      return this.attachEgress(row, containerId, signal);
+    }
     await this.ensureNetwork(signal);
     await this.o.engine.startContainer(containerId, signal);
     try {
       await this.ensureNetwork(signal, true);
+      await this.attachEgress(row, containerId, signal);
     } catch (err) {
       await this.o.engine.pauseContainer(containerId).catch(() => {});
       throw err;
     }
+  }
+
+  /** An environment with an egress policy: its address gets the node's rules (fail closed). */
+  private async attachEgress(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<void> {
+    if (!this.egress.has(row.id)) return;
+    const c = await this.o.engine.inspectContainer(containerId, signal);
+    const addr = row.network === 'egress' ? (c?.networks?.[this.o.config.networkName] ?? null) : null;
+    await this.egress.attach(row, addr);
   }
 
   /**
@@ -415,6 +474,7 @@ export class EnvManager {
       ? [row.container_id]
       : (await this.o.engine.listContainers({ [LABEL.env]: row.id, [LABEL.node]: this.o.config.nodeId })).map((c) => c.id);
     for (const cid of containers) await this.o.engine.removeContainer(cid);
+    await this.egress.detach(row.id);
     const ws = join(row.dir, 'workspace');
     if (this.o.config.cow && (await isSubvolume(ws))) await deleteSubvolume(ws);
     rmSync(row.dir, { recursive: true, force: true });
@@ -471,8 +531,27 @@ export class EnvManager {
       ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
       upstream: row.upstream ? (JSON.parse(row.upstream) as EnvInfo['upstream']) : null,
       placement: this.placementOf(row),
+      egress: this.egress.summary(row),
+      secrets: this.o.secrets?.vault.shown(row.id) ?? [],
       ...supervisionOf(row),
     };
+  }
+
+  /** Placeholders for the secrets a create request names; nothing is made when one is unknown. */
+  private prepareSecrets(req: CreateEnvRequest): ReturnType<NodeSecrets['vault']['prepare']> | undefined {
+    if (!req.secrets?.length) return undefined;
+    if (!this.o.secrets) throw new BerthError('internal', 'this node has no secrets store');
+    const prepared = this.o.secrets.vault.prepare(req.secrets);
+    if (req.inheritTrust === false || !this.o.secrets.bundle) {
+      throw new BerthError(
+        'usage',
+        "a secret needs the environment to trust the node (its host is reached through the node's CA)",
+        'drop --no-trust, or give no --secret',
+      );
+    }
+    if (req.network === 'none')
+      throw new BerthError('usage', 'an environment with --network none reaches no secret host', 'drop one of --network none and --secret');
+    return prepared;
   }
 
   /** Commands running now, per environment: an environment is never idle while one runs. */
@@ -514,6 +593,14 @@ export class EnvManager {
   // ---- pause and resume ----------------------------------------------------------------
 
   /** Freezes every process (the engine's freezer): memory is kept, nothing runs. */
+  /** Pauses for the node's own reasons (a budget), with the reason in the state event. */
+  private async pauseById(id: string, reason: string): Promise<void> {
+    const row = this.o.db.envById(id);
+    if (!row || row.state !== 'running' || !row.container_id) return;
+    await this.o.engine.pauseContainer(row.container_id);
+    this.setState(row, 'paused', reason);
+  }
+
   async pause(name: string): Promise<EnvInfo> {
     const row = this.mustGet(name);
     if (row.state === 'paused') return this.info(row);
@@ -529,6 +616,7 @@ export class EnvManager {
     if (row.state === 'running') return this.info(row);
     if (row.state !== 'paused' || !row.container_id)
       throw new BerthError('not_running', `environment ${name} is ${row.state}`, 'only a paused environment can be resumed');
+    this.egress.checkResume(row.id, name);
     await this.o.engine.unpauseContainer(row.container_id);
     this.setState(row, 'running', null);
     this.lastUsed.set(row.id, Date.now());
@@ -691,6 +779,12 @@ export class EnvManager {
       } else if (c.status === 'exited' || c.status === 'created') {
         // After a reboot the firewall rules are gone: they go back before the container runs.
         await this.startContainer(row, c.id).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
+      } else if (this.egress.has(row.id)) {
+        // Still running (a daemon restart): its rules are re-made for this daemon's listeners.
+        await this.attachEgress(row, c.id).catch(async (err: unknown) => {
+          this.o.log(`berth: ${row.name}: ${(err as Error).message}`);
+          if (c.status === 'running') await this.pauseById(row.id, 'its egress rules could not be applied').catch(() => {});
+        });
       }
     }
     for (const c of byEnv.values()) {
@@ -709,6 +803,7 @@ export class EnvManager {
   }
 
   close(): void {
+    this.egress.close();
     for (const a of this.agents.values()) a.then((c) => c.close()).catch(() => {});
     this.agents.clear();
   }

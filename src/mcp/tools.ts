@@ -115,6 +115,15 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
         agent: z.string().max(256).optional(),
         task: z.string().max(256).optional(),
         network: z.enum(['egress', 'none']).optional(),
+        egress: z.string().max(8192).optional().describe('egress policy: allow:npm,github,api.example.com:443 | learn | all'),
+        budget: z.string().max(256).optional().describe('budgets, e.g. egress=500MB,cpu=2h: over one, the environment is paused'),
+        secrets: z
+          .array(z.string().min(1).max(63))
+          .max(32)
+          .optional()
+          .describe(
+            "secrets the node's operator set, by name: the environment gets a placeholder the node swaps for the value on the wire",
+          ),
       },
     },
     guard(async (a) => {
@@ -331,6 +340,25 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
     guard(async (a) => {
       const d = await (await envOf(a.env)).describe();
       return ok(`${d.name}: ${d.state}, ${d.os?.name ?? ''}, commit ${d.commit.slice(0, 12)}`, d);
+    }),
+  );
+
+  server.registerTool(
+    'egress',
+    {
+      description:
+        "An environment's egress: its policy, budget left, recent denials, every destination it reached (bytes, first and last seen) and the least-privilege allow list. With `set`, a new policy (the node's token only).",
+      inputSchema: { env: name, set: z.string().max(8192).optional().describe('a new policy, e.g. allow:npm') },
+    },
+    guard(async (a) => {
+      const env = await envOf(a.env);
+      if (a.set !== undefined) await env.setEgress(a.set);
+      const r = await env.egress();
+      const denied = r.recentDenials.length ? `, ${r.recentDenials.length} recent denial(s)` : '';
+      return ok(
+        `${r.env}: egress ${r.policy}, ${r.destinations.length} destination(s)${denied}; suggested ${r.suggested ?? '(nothing reached yet)'}`,
+        r,
+      );
     }),
   );
 

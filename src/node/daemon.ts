@@ -25,6 +25,7 @@ import { loadNodeConfig, type NodeConfig } from '../env/node-config.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { createApiServer, type ExtraHandler } from './server.js';
 import { TokenStore } from './tokens.js';
+import { NodeSecrets } from '../env/secrets/node-secrets.js';
 import { BlobStore } from '../workspace/blob-store.js';
 import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
 import { PtySessions } from '../env/pty-sessions.js';
@@ -103,7 +104,16 @@ async function start(
   const store = new BlobStore(join(config.home, 'store'));
   store.sweepTmp();
   const events = new EventBus(db);
-  const manager = new EnvManager({ config, engine, engineName: v.name, db, store, events, log });
+  const secrets = await NodeSecrets.start({
+    db,
+    home: config.home,
+    nodeId: config.nodeId,
+    caBundle: config.caBundle,
+    resolveEnv: (env) => (db.envById(env) ?? db.envByName(env))?.id,
+    log,
+  });
+  cleanups.push(() => secrets.close());
+  const manager = new EnvManager({ config, engine, engineName: v.name, db, store, events, log, secrets });
   cleanups.push(() => manager.close());
   const r = await manager.reconcile();
   if (r.removedHalfMade || r.removedOrphans || r.vanished) {
@@ -143,7 +153,7 @@ async function start(
   const nodeToken = loadToken(config.home);
   const tokens = new TokenStore(db, nodeToken);
   const extra = opts.extra?.(socketPath);
-  const parts = { manager, ptys, pools, tokens, nodeInfo, log, extra };
+  const parts = { manager, ptys, pools, tokens, secrets, nodeInfo, log, extra };
   const unix = createApiServer(parts, true);
   servers.push(unix);
   await listen(unix, () => unix.listen(socketPath));

@@ -35,6 +35,7 @@ import { capped, MAX_ARCHIVE, MAX_BLOB, readRaw } from './http-io.js';
 import { reaches, scopeCreate } from './scope.js';
 import type { TokenStore } from './tokens.js';
 import { TOOLCHAIN_HANDLERS } from './toolchain-handlers.js';
+import type { NodeSecrets } from '../env/secrets/node-secrets.js';
 
 /** The largest file read or written through the files routes (the agent's own limit). */
 const MAX_FILE = 32 * 1024 * 1024;
@@ -44,6 +45,7 @@ export interface NodeParts {
   ptys: PtySessions;
   pools: PoolKeeper;
   tokens: TokenStore;
+  secrets: NodeSecrets;
   nodeInfo: () => Promise<NodeInfo>;
   log: (line: string) => void;
 }
@@ -124,6 +126,9 @@ export const HANDLERS: Handlers = {
   takeover: async ({ parts, params, body }) => takeover(parts.manager, params.name!, body, operator()),
   handback: async ({ parts, params, body }) => handback(parts.manager, params.name!, body),
   identity: async ({ parts, params }) => parts.manager.get(params.name!).identity,
+  getEgress: async ({ parts, params }) => parts.manager.egress.report(parts.manager.row(params.name!)),
+  setEgress: ({ parts, params, body }) => parts.manager.egress.setPolicy(parts.manager.row(params.name!), body.policy),
+  setBudget: ({ parts, params, body }) => parts.manager.egress.setBudget(parts.manager.row(params.name!), body.budget),
   describe: ({ parts, params }) => describeEnv(parts.manager, params.name!),
   stats: ({ parts, params }) => envStats(parts.manager, params.name!),
   exec: ({ parts, params, body, res }) => execBuffered(parts.manager, params.name!, body, res),
@@ -222,6 +227,14 @@ export const HANDLERS: Handlers = {
   setPool: ({ parts, body }) => parts.pools.set(body),
   listTokens: async ({ parts }) => ({ tokens: parts.tokens.list() }),
   createToken: async ({ parts, body }) => parts.tokens.create(body),
+  listSecrets: async ({ parts }) => ({ secrets: parts.secrets.vault.list() }),
+  setSecret: async ({ parts, params, body }) => parts.secrets.vault.set(params.secret!, body),
+  removeSecret: async ({ parts, params }) => {
+    if (!parts.secrets.vault.remove(params.secret!)) {
+      throw new BerthError('secret_unknown', `no secret named ${params.secret!} on this node`, 'list them with `berth secret ls`');
+    }
+    return { removed: params.secret! };
+  },
   removeToken: async ({ parts, params }) => {
     parts.tokens.remove(params.token!);
     return { removed: params.token! };

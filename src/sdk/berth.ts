@@ -1,6 +1,7 @@
 // The TypeScript SDK: `import { Berth } from 'berth'`. A thin layer over the one client of the
 // node API, with the verbs of the CLI.
 import { resolve as resolvePath } from 'node:path';
+import type { SecretInfo, SecretSetRequest } from '../core/secrets.js';
 import { NodeClient } from '../client/client.js';
 import type { CreateEnvRequest, EnvInfo, Limits, NetworkMode, PoolInfo, PoolRequest, SnapshotInfo } from '../core/api.js';
 import { typedError } from '../core/errors.js';
@@ -32,6 +33,10 @@ export interface CreateOptions {
   agent?: string;
   task?: string;
   network?: NetworkMode;
+  /** The egress policy: `allow:npm,github,api.example.com:443`, `learn` or `all` (docs/egress.md). */
+  egress?: string;
+  /** Budgets, `egress=500MB,cpu=2h`: over one, the environment is paused with an event. */
+  budget?: string;
   limits?: Partial<Limits>;
   /** Trust the node's CA bundle (default true). */
   trust?: boolean;
@@ -41,6 +46,8 @@ export interface CreateOptions {
   idleTtlSeconds?: number;
   /** Never claim a pre-warmed environment. */
   noPool?: boolean;
+  /** Secrets by name: the environment gets each one's variable, holding a placeholder. */
+  secrets?: string[];
   signal?: AbortSignal;
 }
 
@@ -88,6 +95,8 @@ export class Berth {
       agent: opts.agent,
       task: opts.task,
       network: opts.network,
+      egress: opts.egress,
+      budget: opts.budget,
       limits: opts.limits,
       ...(opts.trust === false ? { inheritTrust: false } : {}),
       snapshot: opts.snapshot,
@@ -95,6 +104,7 @@ export class Berth {
       ttlSeconds: opts.ttlSeconds,
       idleTtlSeconds: opts.idleTtlSeconds,
       noPool: opts.noPool,
+      ...(opts.secrets?.length ? { secrets: opts.secrets } : {}),
     };
     const info = await this.client.createEnv(req, opts.signal);
     return new Environment(this.client, info.name, info);
@@ -143,6 +153,13 @@ export class Berth {
       this.client.createToken(req),
     list: (): Promise<TokenInfo[]> => this.client.tokens(),
     remove: (id: string): Promise<{ removed: string }> => this.client.removeToken(id),
+  };
+
+  /** Values the node swaps in on the wire for one host; environments see only placeholders. */
+  readonly secrets = {
+    set: (name: string, req: SecretSetRequest): Promise<SecretInfo> => this.client.setSecret(name, req),
+    list: (): Promise<SecretInfo[]> => this.client.secrets(),
+    remove: (name: string): Promise<{ removed: string }> => this.client.removeSecret(name),
   };
 
   private resolve(name: string): { client: NodeClient; env: string } {

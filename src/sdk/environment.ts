@@ -1,7 +1,18 @@
 // One environment, as the SDK hands it out: commands, files, services, evidence and its
 // lifetime. Everything goes through the one client of the node API.
 import type { NodeClient } from '../client/client.js';
-import type { DescribeResult, EnvInfo, EnvStats, ExecTiming, Readiness, ServiceInfo, SnapshotInfo, VerifyResult } from '../core/api.js';
+import type {
+  DescribeResult,
+  EgressReport,
+  EgressSummary,
+  EnvInfo,
+  EnvStats,
+  ExecTiming,
+  Readiness,
+  ServiceInfo,
+  SnapshotInfo,
+  VerifyResult,
+} from '../core/api.js';
 import { BerthError, typedError } from '../core/errors.js';
 import { parseReadiness } from '../core/readiness.js';
 import { AGENT_STATES } from '../core/attention.js';
@@ -291,6 +302,21 @@ export class Environment implements AsyncDisposable {
 
   snapshot(opts: { artifacts?: string[] } = {}): Promise<SnapshotInfo> {
     return this.client.snap(this.name, opts);
+  }
+
+  /** What it reached (name, port, bytes, first and last seen, verdict) and the least-privilege allow list. */
+  egress(signal?: AbortSignal): Promise<EgressReport> {
+    return this.client.egress(this.name, signal);
+  }
+
+  /** A new egress policy for new connections, no restart (the node's token only). */
+  setEgress(policy: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.client.setEgress(this.name, policy, signal);
+  }
+
+  /** Sets or raises its budgets, `egress=1GB,cpu=4h` (the node's token only). */
+  setBudget(budget: string, signal?: AbortSignal): Promise<EgressSummary> {
+    return this.client.setBudget(this.name, budget, signal);
   }
 
   async pause(): Promise<EnvInfo> {

@@ -61,6 +61,8 @@ export {
 export type { BerthEvent, EventType } from '../core/events.js';
 export type {
   DescribeResult,
+  EgressReport,
+  EgressSummary,
   EnvInfo,
   EnvStats,
   ExecResult,
@@ -72,4 +74,5 @@ export type {
   VerifyResult,
 } from '../core/api.js';
 export type { TokenCreated, TokenInfo } from '../core/tokens.js';
+export type { EnvSecret, SecretInfo, SecretSetRequest } from '../core/secrets.js';
 export { AGENT_STATES, byAttention, type AgentState, type AgentStatus, type Handback, type Lease } from '../core/supervision.js';

@@ -1,6 +1,7 @@
 // The node's state: embedded SQLite, WAL mode, so a killed daemon loses nothing it confirmed.
 import Database from 'better-sqlite3';
 import type { EnvState, Limits, NetworkMode } from '../core/api.js';
+import { SecretRows } from './secret-rows.js';
 
 export interface EnvRow {
   id: string;
@@ -141,6 +142,26 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE envs ADD COLUMN agent_status TEXT;
    ALTER TABLE envs ADD COLUMN lease TEXT;
    ALTER TABLE envs ADD COLUMN handback TEXT;`,
+  // Egress: each environment's policy and budget, and every destination it reached.
+  `CREATE TABLE egress (
+     env_id TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     budget TEXT,
+     used_bytes INTEGER NOT NULL DEFAULT 0,
+     cpu_base_ns INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE TABLE egress_destinations (
+     env_id TEXT NOT NULL,
+     host TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     allowed INTEGER NOT NULL,
+     connections INTEGER NOT NULL,
+     bytes_in INTEGER NOT NULL,
+     bytes_out INTEGER NOT NULL,
+     first_seen TEXT NOT NULL,
+     last_seen TEXT NOT NULL,
+     PRIMARY KEY (env_id, host, port, allowed)
+   );`,
 ];
 
 export interface TokenRow {
@@ -166,6 +187,8 @@ export interface EventRow {
 
 export class StateDb {
   private readonly db: Database.Database;
+  /** Secrets and the placeholders environments hold (src/state/secret-rows.ts). */
+  readonly secrets: SecretRows;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -179,6 +202,7 @@ export class StateDb {
         this.db.pragma(`user_version = ${v + 1}`);
       })();
     }
+    this.secrets = new SecretRows(this.db);
   }
 
   meta(key: string): string | undefined {
@@ -229,7 +253,16 @@ export class StateDb {
   }
 
   deleteEnv(id: string): void {
-    this.db.prepare('DELETE FROM envs WHERE id = ?').run(id);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM envs WHERE id = ?').run(id);
+      this.db.prepare('DELETE FROM egress WHERE env_id = ?').run(id);
+      this.db.prepare('DELETE FROM egress_destinations WHERE env_id = ?').run(id);
+    })();
+  }
+
+  /** The database itself, for the stores of one feature each (src/state/egress-store.ts). */
+  get sqlite(): Database.Database {
+    return this.db;
   }
 
   envByName(name: string): EnvRow | undefined {

@@ -16,6 +16,7 @@ const TOOLS = [
   'batch',
   'create',
   'describe',
+  'egress',
   'exec',
   'fork',
   'list_files',

@@ -138,6 +138,7 @@ if (engine) {
                 port: 80,
                 session: 'abc',
                 token: '0'.repeat(16),
+                secret: 'no-such-secret',
               };
               const path = fillPath(spec.path, params);
               const a = await call(port, spec.method, path, tokens[column], spec.kind === 'websocket');

@@ -29,6 +29,9 @@ export async function cmdNew(argv: string[]): Promise<number> {
       'ttl',
       'idle-ttl',
       'operator',
+      'egress',
+      'budget',
+      'secret',
     ],
   });
   const name = p.positionals[0];
@@ -72,8 +75,11 @@ export async function cmdNew(argv: string[]): Promise<number> {
     ...(bool(p, 'no-pool') ? { noPool: true } : {}),
     identity,
     snapshot: flag(p, 'snapshot'),
+    egress: flag(p, 'egress'),
+    budget: flag(p, 'budget'),
     ttlSeconds: durationFlag(p, 'ttl'),
     idleTtlSeconds: durationFlag(p, 'idle-ttl'),
+    ...(p.flags.get('secret')?.length ? { secrets: p.flags.get('secret') } : {}),
   });
   client.close();
   if (bool(p, 'json')) printJson(env);

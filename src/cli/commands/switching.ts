@@ -17,12 +17,15 @@ export async function cmdResume(argv: string[]): Promise<number> {
 }
 
 async function pauseOrResume(argv: string[], what: 'pause' | 'resume'): Promise<number> {
-  const p = parseArgs(argv, { boolean: ['json'], value: [] });
+  const p = parseArgs(argv, { boolean: ['json'], value: what === 'resume' ? ['budget'] : [] });
   const name = p.positionals[0];
-  if (!name) throw new BerthError('usage', `usage: berth ${what} NAME`);
+  if (!name) throw new BerthError('usage', `usage: berth ${what} NAME${what === 'resume' ? ' [--budget egress=1GB,cpu=4h]' : ''}`);
   const t = await target(name);
   const client = t.client;
   try {
+    // A budget raised first, so the environment does not resume over it.
+    const budget = flag(p, 'budget');
+    if (budget !== undefined) await client.setBudget(t.env, budget);
     const env = what === 'pause' ? await client.pause(t.env) : await client.resume(t.env);
     if (bool(p, 'json')) printJson(env);
     else process.stdout.write(`${env.name} ${env.state}\n`);

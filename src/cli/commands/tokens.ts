@@ -89,6 +89,10 @@ function line(e: BerthEvent): string {
       return `${e.at} ${where} env.handback by ${e.by}${e.note ? `: ${e.note}` : ''}`;
     case 'pool.changed':
       return `${e.at} - pool.changed ${e.pool} ${e.warm}/${e.size} warm`;
+    case 'egress.denied':
+      return `${e.at} ${where} egress.denied ${e.host}:${e.port} (${e.via}; policy ${e.policy})`;
+    case 'budget.exceeded':
+      return `${e.at} ${where} budget.exceeded ${e.kind} ${e.used} of ${e.limit}: paused`;
   }
 }
 
