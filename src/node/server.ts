@@ -151,6 +151,8 @@ async function route(
   const method = req.method ?? 'GET';
   const { route: r, params } = match(HTTP_ROUTES, method, url.pathname);
   checkAccess(principal, r.spec.access, o.manager.db, params.name);
+  // The query is part of the contract too: a malformed one is a 400, never a guess.
+  if (r.spec.query) parse(r.spec.query, Object.fromEntries(url.searchParams));
   if (r.spec.kind === 'events') {
     streamEvents(o.manager.events, principal, req, res, url.searchParams);
     return undefined;

@@ -237,6 +237,12 @@ for (const engine of testEngines()) {
           assert.equal(route.status, 404);
           const big = await api(sock, 'POST', '/v1/envs', JSON.stringify({ name: 'x', repo: 'y'.repeat(17 * 1024 * 1024) }));
           assert.equal(big.status, 413);
+          // A query the contract does not allow is refused, not guessed at: `since=abc` is not a
+          // live stream from now.
+          const badSince = await api(sock, 'GET', '/v1/events?since=abc');
+          assert.equal(badSince.status, 400);
+          assert.equal(badSince.json.error?.code, 'invalid_request');
+          assert.match(badSince.json.error?.message ?? '', /since/);
           nothingLeft();
         })(),
       ));
