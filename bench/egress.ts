@@ -90,8 +90,9 @@ async function startUpstream(): Promise<string> {
 
 async function sh(node: BerthNode, env: string, script: string, timeoutMs: number): Promise<string> {
   const r = await node.client.exec(env, { argv: ['sh', '-c', script], timeoutMs });
-  if (r.exitCode !== 0) throw new Error(`${env}: exit ${r.exitCode}: ${r.stderr.slice(-400)}`);
-  return r.stdout;
+  const text = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
+  if (r.exitCode !== 0) throw new Error(`${env}: exit ${r.exitCode}: ${text(r.stderr).slice(-400)}`);
+  return text(r.stdout);
 }
 
 async function engineSeries(engine: EngineName, digest: string, repo: string, upstream: string): Promise<void> {
