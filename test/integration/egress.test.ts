@@ -271,7 +271,9 @@ for (const engine of testEngines()) {
             }
           })();
           await sleep(200);
-          await sh('b1', `${curl('-o /dev/null http://allowed.test/big')}`);
+          // Not awaited: the environment may be paused in the middle of the download (its
+          // processes frozen), and the command goes on when it is resumed.
+          const download = sh('b1', `${curl('-o /dev/null http://allowed.test/big')}`);
           let state = '';
           for (let i = 0; i < 100 && state !== 'paused'; i++) {
             state = (await node.json<EnvInfo>(['describe', 'b1'])).state;
@@ -295,6 +297,7 @@ for (const engine of testEngines()) {
           assert.equal(info.state, 'running');
           assert.equal(info.egress?.budget?.egressBytes, 10_000_000);
           assert.ok((info.egress?.budget?.leftBytes ?? 0) > 0);
+          assert.equal((await download).code, 0);
           await node.cli(['rm', '--discard', 'b1']);
         })(),
       ),
