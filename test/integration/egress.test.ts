@@ -276,7 +276,7 @@ for (const engine of testEngines()) {
           const download = sh('b1', `${curl('-o /dev/null http://allowed.test/big')}`);
           let state = '';
           for (let i = 0; i < 100 && state !== 'paused'; i++) {
-            state = (await node.json<EnvInfo>(['describe', 'b1'])).state;
+            state = (await client.getEnv('b1')).state; // not describe: that asks the frozen agent
             if (state !== 'paused') await sleep(100);
           }
           assert.equal(state, 'paused');
@@ -293,7 +293,7 @@ for (const engine of testEngines()) {
           assert.match(refused.stderr, /over its egress budget/);
           const raised = await node.cli(['resume', 'b1', '--budget', 'egress=10MB']);
           assert.equal(raised.code, 0, raised.stderr);
-          const info = await node.json<EnvInfo>(['describe', 'b1']);
+          const info = await client.getEnv('b1');
           assert.equal(info.state, 'running');
           assert.equal(info.egress?.budget?.egressBytes, 10_000_000);
           assert.ok((info.egress?.budget?.leftBytes ?? 0) > 0);
