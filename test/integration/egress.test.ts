@@ -271,10 +271,12 @@ for (const engine of testEngines()) {
             }
           })();
           await sleep(200);
-          await sh('b1', `${curl('-o /dev/null http://allowed.test/big')}`);
+          // Not awaited: the environment may be paused in the middle of the download (its
+          // processes frozen), and the command goes on when it is resumed.
+          const download = sh('b1', `${curl('-o /dev/null http://allowed.test/big')}`);
           let state = '';
           for (let i = 0; i < 100 && state !== 'paused'; i++) {
-            state = (await node.json<EnvInfo>(['describe', 'b1'])).state;
+            state = (await client.getEnv('b1')).state; // not describe: that asks the frozen agent
             if (state !== 'paused') await sleep(100);
           }
           assert.equal(state, 'paused');
@@ -291,10 +293,11 @@ for (const engine of testEngines()) {
           assert.match(refused.stderr, /over its egress budget/);
           const raised = await node.cli(['resume', 'b1', '--budget', 'egress=10MB']);
           assert.equal(raised.code, 0, raised.stderr);
-          const info = await node.json<EnvInfo>(['describe', 'b1']);
+          const info = await client.getEnv('b1');
           assert.equal(info.state, 'running');
           assert.equal(info.egress?.budget?.egressBytes, 10_000_000);
           assert.ok((info.egress?.budget?.leftBytes ?? 0) > 0);
+          assert.equal((await download).code, 0);
           await node.cli(['rm', '--discard', 'b1']);
         })(),
       ),

@@ -93,7 +93,7 @@ describe('egress policies', () => {
     assert.deepEqual(peek(Buffer.from('GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n')), {
       kind: 'http',
       host: 'example.com',
-      headEnd: 41,
+      headEnd: 42,
     });
     assert.deepEqual(peek(Buffer.from('CONNECT a.example:443 HTTP/1.1\r\n\r\n')), {
       kind: 'connect',

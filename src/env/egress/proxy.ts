@@ -122,7 +122,9 @@ export async function handleConnection(parts: ProxyParts, kind: ListenerKind, cl
   if (!env) return void client.destroy();
   const orig = kind === 'any' ? parts.originalDst(client) : null;
   const { buf, peeked } = await readHead(client);
-  if (client.destroyed) return;
+  // A client that gave up before sending a byte (a pre-opened pool socket, a race it lost)
+  // asked for nothing: no verdict, no record.
+  if (client.destroyed || (buf.length === 0 && client.readableEnded)) return void client.destroy();
   let host: string;
   let port: number;
   if (peeked.kind === 'connect') {
