@@ -24,7 +24,7 @@ export type SecretSetRequest = z.infer<typeof SecretSetRequest>;
 export const SecretInfo = z.object({
   name: z.string(),
   host: z.string(),
-  /** null: the usual ports, 443 and 80. */
+  /** null: 443 (HTTPS) only; plain HTTP needs its port named. */
   port: z.number().nullable(),
   header: z.string().nullable(),
   envVar: z.string(),
@@ -128,7 +128,9 @@ export function validateSecretValue(value: string): string {
 /** Does a secret for `host[:port]` apply to a connection to `host`:`port`? */
 export function secretApplies(secret: { host: string; port: number | null }, host: string, port: number): boolean {
   if (secret.host !== host.toLowerCase().replace(/\.$/, '')) return false;
-  return secret.port === null ? port === 443 || port === 80 : secret.port === port;
+  // No port named: HTTPS only. Plain HTTP would put the value on the wire in clear, so it
+  // needs the operator to name the port (`--host api.example:80`).
+  return secret.port === null ? port === 443 : secret.port === port;
 }
 
 /** One secret as the substitution sees it. */
@@ -154,7 +156,7 @@ export function substituteHeaders(raw: string[], bindings: Binding[]): number {
     for (const b of bindings) {
       if (b.header && b.header.name.toLowerCase() !== name) continue;
       if (next.includes(b.placeholder)) {
-        next = b.header ? b.header.template.replace('{}', b.value) : next.split(b.placeholder).join(b.value);
+        next = b.header ? b.header.template.split('{}').join(b.value) : next.split(b.placeholder).join(b.value);
         continue;
       }
       const basic = /^(basic[ \t]+)([A-Za-z0-9+/=]+)$/i.exec(next);

@@ -127,7 +127,8 @@ describe('secrets on the wire (the interceptor behind the egress hook)', () => {
     db = new StateDb(join(home, 'state.db'));
     secrets = await NodeSecrets.start({ db, home, nodeId: 'wiretest', caBundle: nodeBundle, resolveEnv: (e) => e, log: () => {} });
     secrets.vault.set('api-token', { value: VALUE, host: 'api.secrets.test' });
-    secrets.vault.set('api-key', { value: VALUE, host: 'api.secrets.test', header: 'X-Api-Key: key={}' });
+    // Plain HTTP gets a value only where the operator named the port.
+    secrets.vault.set('api-key', { value: VALUE, host: 'api.secrets.test:80', header: 'X-Api-Key: key={}' });
     secrets.vault.set('rogue-token', { value: VALUE, host: 'rogue.secrets.test' });
     const bound = secrets.vault.prepare(['api-token', 'api-key', 'rogue-token']);
     bound.commit(ENV);
@@ -196,7 +197,43 @@ describe('secrets on the wire (the interceptor behind the egress hook)', () => {
     assert.ok(!other.text().includes(VALUE));
   });
 
-  it('plain HTTP to the host is substituted too; Basic credentials and header templates work', { timeout: 60_000 }, async () => {
+  it('Basic credentials over TLS; a Host naming another host gets 421; plain HTTP to 443 is refused', { timeout: 60_000 }, async () => {
+    const port = await proxy('api.secrets.test', api.host.addr, 443);
+    const basic = Buffer.from(`x-access-token:${placeholder}`).toString('base64');
+    const r = await request({ port, host: 'api.secrets.test', secure: true, ca: bundle }, '/basic', { authorization: `Basic ${basic}` });
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(headerOf(api.request('/basic'), 'authorization'), [
+      `Basic ${Buffer.from(`x-access-token:${VALUE}`).toString('base64')}`,
+    ]);
+    // SNI says the secret's host, Host says another: never sent on with the value.
+    const fronted = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = https.request(
+        {
+          host: '127.0.0.1',
+          port,
+          servername: 'api.secrets.test',
+          ca: bundle,
+          path: '/fronted',
+          headers: { host: 'other.secrets.test', authorization: `Bearer ${placeholder}` },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(fronted.status, 421, fronted.body);
+    assert.ok(!api.seen().some((x) => x.url === '/fronted'), 'a fronted request reached the host');
+    // Plain HTTP on the TLS port would carry the value in clear.
+    const clear = await request({ port, host: 'api.secrets.test', secure: false }, '/clear', { authorization: `Bearer ${placeholder}` });
+    assert.equal(clear.status, 400, clear.body);
+    assert.ok(!api.seen().some((x) => x.url === '/clear'), 'a request in clear reached the host');
+  });
+
+  it('plain HTTP gets a value only for a secret whose port was named; header templates work', { timeout: 60_000 }, async () => {
     const port = await proxy('api.secrets.test', api.host.addr, 80);
     const basic = Buffer.from(`x-access-token:${placeholder}`).toString('base64');
     const r = await request({ port, host: 'api.secrets.test', secure: false }, '/plain', {
@@ -207,7 +244,8 @@ describe('secrets on the wire (the interceptor behind the egress hook)', () => {
     assert.equal(r.status, 200, r.body);
     const seen = api.request('/plain');
     assert.equal(seen.scheme, 'http');
-    assert.deepEqual(headerOf(seen, 'authorization'), [`Basic ${Buffer.from(`x-access-token:${VALUE}`).toString('base64')}`]);
+    // api-token names no port: HTTPS only, so in clear it stays a placeholder.
+    assert.deepEqual(headerOf(seen, 'authorization'), [`Basic ${basic}`]);
     // A template names the one header that gets the value, written as the host wants it.
     assert.deepEqual(headerOf(seen, 'x-api-key'), [`key=${VALUE}`]);
     assert.deepEqual(headerOf(seen, 'x-elsewhere'), [keyPlaceholder]);
@@ -234,9 +272,10 @@ describe('secrets on the wire (the interceptor behind the egress hook)', () => {
       const second = await request(o, '/after', { authorization: `Bearer ${placeholder}` });
       assert.equal(second.reused, true);
       assert.deepEqual(headerOf(api.request('/after'), 'authorization'), [`Bearer ${placeholder}`]);
-      // A new connection to the host is no longer intercepted for that secret alone; the
-      // environment's other secret for the same host still is.
-      assert.notEqual(interceptorFor(ENV, 'api.secrets.test', 443), null);
+      // A new connection to the host's HTTPS port is no longer intercepted at all; the
+      // environment's other secret for the same host (its port 80) still is.
+      assert.equal(interceptorFor(ENV, 'api.secrets.test', 443), null);
+      assert.notEqual(interceptorFor(ENV, 'api.secrets.test', 80), null);
     } finally {
       agent.destroy();
     }

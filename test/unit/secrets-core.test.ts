@@ -76,7 +76,9 @@ describe('secrets core', () => {
   it('applies a secret to its host, on its port or the usual ones', () => {
     const s = { host: 'api.github.com', port: null };
     assert.ok(secretApplies(s, 'API.github.com.', 443));
-    assert.ok(secretApplies(s, 'api.github.com', 80));
+    // No port named: HTTPS only; plain HTTP would carry the value in clear.
+    assert.ok(!secretApplies(s, 'api.github.com', 80));
+    assert.ok(secretApplies({ host: 'h', port: 80 }, 'h', 80));
     assert.ok(!secretApplies(s, 'api.github.com', 8443));
     assert.ok(!secretApplies(s, 'evil.api.github.com', 443));
     assert.ok(secretApplies({ host: 'h', port: 8443 }, 'h', 8443));
@@ -92,6 +94,11 @@ describe('secrets core', () => {
     const basic = ['Authorization', `Basic ${Buffer.from('user:PH1').toString('base64')}`];
     substituteHeaders(basic, [any]);
     assert.equal(basic[1], `Basic ${Buffer.from('user:v1').toString('base64')}`);
+    // A value is written as it is: `$&` and `$$` in it are not replacement patterns.
+    const dollars: Binding = { placeholder: 'PH3', value: 'a$&b$$c$`d', header: { name: 'X-K', template: 'key={}' } };
+    const withDollars = ['X-K', 'PH3'];
+    substituteHeaders(withDollars, [dollars]);
+    assert.equal(withDollars[1], 'key=a$&b$$c$`d');
     const untouched = ['Authorization', 'Bearer other'];
     assert.equal(substituteHeaders(untouched, [any, tpl]), 0);
   });

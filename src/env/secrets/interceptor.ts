@@ -71,6 +71,11 @@ export class SecretInterceptor {
     client.once('close', () => this.open.delete(client));
     client.on('error', () => client.destroy());
     if (head[0] !== 0x16) {
+      // Plain HTTP to the TLS port would carry the value in clear: refused, not substituted.
+      if (upstream.port === 443) {
+        refuse(client, 400, `berth: secrets: plain HTTP to ${upstream.host}:443 refused: the secret goes over TLS only\n`);
+        return;
+      }
       this.serve(client, { envId, upstream, secure: false });
       return;
     }
@@ -128,6 +133,13 @@ export class SecretInterceptor {
       res.writeHead(500).end();
       return;
     }
+    // The value is for this host alone: a request on the connection naming another (a fronted
+    // or virtual-hosted name) is refused, never sent on with the value in it.
+    if (!sameHost(req, conn)) {
+      const body = `berth: secrets: this connection is for ${conn.upstream.host}; Host names another\n`;
+      res.writeHead(421, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+      return;
+    }
     const up = (conn.secure ? https : http).request(this.outbound(req, conn), (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders as unknown as http.OutgoingHttpHeaders);
       upRes.pipe(res);
@@ -151,7 +163,7 @@ export class SecretInterceptor {
   /** WebSocket and other upgrades: the request's headers substituted, then bytes both ways. */
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const conn = this.conns.get(socket);
-    if (!conn) {
+    if (!conn || !sameHost(req, conn)) {
       socket.destroy();
       return;
     }
@@ -178,4 +190,20 @@ export class SecretInterceptor {
     up.on('error', () => socket.destroy());
     up.end();
   }
+}
+
+/** Does the request's Host (less its port) name the host the connection was intercepted for? */
+function sameHost(req: http.IncomingMessage, conn: Conn): boolean {
+  const host = req.headers.host;
+  if (host === undefined) return true;
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '');
+  return name.toLowerCase().replace(/\.$/, '') === conn.upstream.host.toLowerCase().replace(/\.$/, '');
+}
+
+/** A one-line HTTP answer on a connection that is not served, then the end of it. */
+function refuse(client: net.Socket, status: number, body: string): void {
+  client.resume();
+  client.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
