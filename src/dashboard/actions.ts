@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { BerthError } from '../core/errors.js';
 import { HandbackRequest, TakeoverRequest } from '../core/supervision.js';
 import { defaultHolder } from '../sdk/holder.js';
-import { OWN_COMMAND } from './feed.js';
+import { diffArgv } from './own-commands.js';
 import type { Sources } from './sources.js';
 
 const DIFF_MAX = 512 * 1024;
@@ -13,12 +13,8 @@ const DIFF_MAX = 512 * 1024;
 /** The change since its commit: tracked files against the commit, and untracked ones as new. */
 export async function diff(sources: Sources, key: string): Promise<{ diff: string; truncated: boolean }> {
   const env = await sources.env(key);
-  const script =
-    'cd /workspace && git -c core.quotepath=off diff --no-color "$1" -- ; ' +
-    'git ls-files --others --exclude-standard -z | head -z -n 200 | ' +
-    'xargs -0 -r -n1 git -c core.quotepath=off diff --no-color --no-index /dev/null 2>/dev/null; true';
-  // The marker keeps the dashboard's own command out of the agent's activity on the page.
-  const r = await env.exec(['sh', '-c', script, OWN_COMMAND, env.info.commit], { timeoutMs: 20_000 });
+  // The exact command line keeps the dashboard's own command out of the agent's activity.
+  const r = await env.exec(diffArgv(env.info.commit), { timeoutMs: 20_000 });
   if (r.exitCode !== 0) throw new BerthError('internal', `git diff failed: ${r.stderr.trim().split('\n')[0] ?? ''}`);
   const truncated = r.stdout.length > DIFF_MAX;
   return { diff: truncated ? r.stdout.slice(0, DIFF_MAX) : r.stdout, truncated };

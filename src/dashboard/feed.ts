@@ -5,10 +5,9 @@
 // while a browser watches.
 import type { EnvInfo } from '../core/api.js';
 import type { BerthEvent } from '../core/events.js';
+import { isOwnCommand } from './own-commands.js';
 import { envKey, type Source, type Sources } from './sources.js';
 
-/** The marker in the dashboard's own commands (the diff view), which are not the agent's activity. */
-export const OWN_COMMAND = 'berth.dashboard=1';
 const STATS_EVERY_MS = 5000;
 const STATS_KEPT = 36;
 const REFRESH_DEBOUNCE_MS = 800;
@@ -190,7 +189,7 @@ export class Feed {
       void this.refreshInfo(source, e.env);
       return;
     }
-    const own = (argv: string[]): boolean => argv.includes(OWN_COMMAND);
+    const own = isOwnCommand;
     switch (e.type) {
       case 'command.started': {
         if (own(e.argv)) return;

@@ -29,7 +29,17 @@ export function previewTarget(hostHeader: string | undefined): PreviewTarget | n
 /** The preview host for an environment's port. */
 export function previewHost(key: string, port: number): string {
   const slash = key.indexOf('/');
-  return slash < 0 ? `${port}--${key}.localhost` : `${port}--${key.slice(slash + 1)}.${key.slice(0, slash)}.localhost`;
+  const host = slash < 0 ? `${port}--${key}.localhost` : `${port}--${key.slice(slash + 1)}.${key.slice(0, slash)}.localhost`;
+  // Only a host that names this environment and port back: never a redirect somewhere else.
+  const back = Number.isInteger(port) ? previewTarget(host) : null;
+  if (!back || back.key !== key || back.port !== port) {
+    throw new BerthError(
+      'invalid_request',
+      `no preview for ${JSON.stringify(key)} port ${String(port)}`,
+      'name an environment and a port from 1 to 65535',
+    );
+  }
+  return host;
 }
 
 /** A byte stream to a port inside an environment, open once the node says the port answered. */

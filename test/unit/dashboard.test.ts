@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dashboardAddress } from '../../src/dashboard/index.js';
+import { diffArgv, isOwnCommand } from '../../src/dashboard/own-commands.js';
 import { previewHost, previewTarget } from '../../src/dashboard/preview.js';
 import { cookies, Sessions } from '../../src/dashboard/session.js';
 
@@ -63,6 +64,27 @@ describe('preview hosts', () => {
     for (const bad of ['localhost:7781', '127.0.0.1:7781', '99999--x.localhost', 'x--3000.localhost', '3000--x.example.com', undefined]) {
       assert.equal(previewTarget(bad), null, String(bad));
     }
+    // The preview redirect is built only for a real environment name and port: never elsewhere.
+    for (const [key, port] of [
+      ['evil.com#', 3000],
+      ['a/b/c', 3000],
+      ['web', Number.NaN],
+      ['web', 0],
+      ['web', 70000],
+      ['Web', 3000],
+    ] as const) {
+      assert.throws(() => previewHost(key, port), /no preview/, `${key} ${port}`);
+    }
+  });
+
+  it("knows the dashboard's own commands by their whole command line, not by a marker an agent could copy", () => {
+    const sha = 'a'.repeat(40);
+    assert.equal(isOwnCommand(diffArgv(sha)), true);
+    const [sh, c, script, name] = diffArgv(sha);
+    assert.equal(isOwnCommand([sh!, c!, 'rm -rf /workspace', name!, sha]), false);
+    assert.equal(isOwnCommand([sh!, c!, script!, name!, '--output=/tmp/x']), false);
+    assert.equal(isOwnCommand(['npm', 'test', name!]), false);
+    assert.equal(isOwnCommand(['sh', '-c', 'sleep 1000', 'berth.dashboard=1']), false);
   });
 });
 
