@@ -144,14 +144,18 @@ function portOk(ports: number[] | 'any', port: number): boolean {
 export function allows(p: EgressPolicy, host: string, port: number): boolean {
   if (p.mode !== 'allow') return true;
   const ip = parseIPv4(host);
+  // A name as the environment sent it (SNI, Host, CONNECT) is judged only once it is a real
+  // host name: `evil.com\0.github.com` or `evil.com%2e.github.com` is none, and passes nothing.
+  const name = ip === null ? canonicalName(host) : null;
+  if (ip === null && name === null) return false;
   for (const e of p.entries) {
     if (!portOk(e.ports, port)) continue;
     if (ip !== null) {
       if (e.kind !== 'cidr') continue;
       const mask = e.bits === 0 ? 0 : (0xffffffff << (32 - e.bits)) >>> 0;
       if ((ip & mask) >>> 0 === e.base) return true;
-    } else if (e.kind === 'name' && e.name === host) return true;
-    else if (e.kind === 'suffix' && host.endsWith(`.${e.suffix}`)) return true;
+    } else if (e.kind === 'name' && e.name === name) return true;
+    else if (e.kind === 'suffix' && name!.endsWith(`.${e.suffix}`)) return true;
   }
   return false;
 }
@@ -159,7 +163,9 @@ export function allows(p: EgressPolicy, host: string, port: number): boolean {
 /** DNS answers a name when some entry names it, whatever the port. */
 export function allowsName(p: EgressPolicy, name: string): boolean {
   if (p.mode !== 'allow') return true;
-  return p.entries.some((e) => (e.kind === 'name' && e.name === name) || (e.kind === 'suffix' && name.endsWith(`.${e.suffix}`)));
+  const n = canonicalName(name);
+  if (n === null) return false;
+  return p.entries.some((e) => (e.kind === 'name' && e.name === n) || (e.kind === 'suffix' && n.endsWith(`.${e.suffix}`)));
 }
 
 /**

@@ -24,6 +24,18 @@ describe('egress policies', () => {
     assert.ok(allows(p, 'db.example.com', 5432) && !allows(p, 'db.example.com', 443));
     assert.ok(allows(p, 'a.b.internal.example', 443) && !allows(p, 'internal.example', 443));
     assert.ok(allows(p, '10.9.8.7', 22) && !allows(p, '11.0.0.1', 22));
+    // Names are judged as host names: case and a final dot do not matter; bytes that make no
+    // host name pass nothing, whatever they end with.
+    assert.ok(allows(p, 'API.Example.COM.', 443));
+    for (const forged of [
+      'evil.com\0.b.internal.example',
+      'evil.com%2e.b.internal.example',
+      'evil com.b.internal.example',
+      'a..b.internal.example',
+    ]) {
+      assert.ok(!allows(p, forged, 443), JSON.stringify(forged));
+      assert.ok(!allowsName(p, forged), JSON.stringify(forged));
+    }
     assert.ok(allows(p, '192.0.2.7', 1234));
     assert.ok(!allows(p, 'evil.example.com', 443));
     assert.ok(allowsName(p, 'db.example.com') && allowsName(p, 'x.internal.example') && !allowsName(p, 'example.com'));
