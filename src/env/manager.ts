@@ -798,6 +798,8 @@ export class EnvManager {
     // Running environments on the network (a daemon restart, not a reboot) get the rules too.
     if (this.o.db.listEnvs().some((r) => r.network === 'egress'))
       await this.ensureNetwork(undefined, true).catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
+    // Egress rules an earlier daemon left for addresses no environment holds now go.
+    await this.egress.reconciled().catch((err: unknown) => this.o.log(`berth: egress rules: ${(err as Error).message}`));
     // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
     return { removedHalfMade, removedOrphans, vanished };
   }

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NodeClient } from '../../src/client/client.js';
 import type { EgressReport, EnvInfo } from '../../src/core/api.js';
 import type { BerthEvent } from '../../src/core/events.js';
-import { failureTracker, makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
+import { engineRun, failureTracker, makeRepo, NodeFixture, testEngines } from '../helpers/fixture.js';
 import { startCanary, TestNetwork, type Canary, type TestHost } from '../helpers/hosts.js';
 
 const SERVERS = `
@@ -349,6 +349,18 @@ for (const engine of testEngines()) {
           assert.match(plain.stdout, /canary 200 rc=0/);
           await node.cli(['rm', '--discard', 'p1', 'a1']);
           assert.doesNotMatch(execFileSync('iptables', ['-t', 'nat', '-S', chain], { encoding: 'utf8' }), /DNAT/);
+
+          // An environment whose container goes while the daemon is down: its rules (DNAT to
+          // listeners that died with that daemon) go at the next start, not when a later
+          // environment happens to be given its address.
+          const x1 = await node.json<EnvInfo>(['new', 'x1', '--repo', repo.path, '--egress', 'allow:allowed.test']);
+          assert.match(execFileSync('iptables', ['-t', 'nat', '-S', chain], { encoding: 'utf8' }), /DNAT/);
+          await node.killDaemon('SIGTERM');
+          engineRun(engine, ['rm', '-f', x1.containerId!], { ignoreOutput: true });
+          await node.startDaemon();
+          assert.equal((await node.json<EnvInfo>(['describe', 'x1'])).state, 'vanished');
+          assert.doesNotMatch(execFileSync('iptables', ['-t', 'nat', '-S', chain], { encoding: 'utf8' }), /DNAT/);
+          await node.cli(['rm', '--discard', 'x1']);
         })(),
       ),
     );

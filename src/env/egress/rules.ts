@@ -69,6 +69,20 @@ export class EgressRules {
     return next;
   }
 
+  /**
+   * After a daemon restart with no environment to redirect: the rules an earlier daemon left
+   * (DNAT to listeners that are gone, `prohibit` rules for addresses the engine may hand out
+   * again) go. A chain never made is not made now.
+   */
+  clear(): Promise<void> {
+    const next = this.queue.then(async () => {
+      if (!(await nat(['-S', this.chain])).ok) return;
+      await this.syncNow([], { dns: 0, http: 0, tls: 0, any: 0 });
+    });
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
   private async syncNow(envs: Redirected[], l: Listeners): Promise<void> {
     if (!this.chainReady) {
       await nat(['-N', this.chain]); // fails harmlessly when it exists

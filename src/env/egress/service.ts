@@ -177,6 +177,12 @@ export class EgressService {
     await this.apply();
   }
 
+  /** Once the node has reconciled its environments: rules left for none of them go. */
+  async reconciled(): Promise<void> {
+    const redirected = [...this.envs.values()].some((e) => e.address && this.proxied(e));
+    if (!redirected && !this.listeners) await this.rules.clear();
+  }
+
   private async apply(): Promise<void> {
     const redirected = [...this.envs.values()].filter((e) => e.address && this.proxied(e)).map((e) => e.address!);
     if (redirected.length === 0 && !this.listeners) return;
