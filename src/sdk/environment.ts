@@ -145,15 +145,7 @@ export class Environment implements AsyncDisposable {
       },
       opts.signal,
     );
-    return {
-      exitCode: r.exitCode,
-      signal: r.signal,
-      timedOut: r.timedOut,
-      stdout: Buffer.from(r.stdout, 'base64').toString('utf8'),
-      stderr: Buffer.from(r.stderr, 'base64').toString('utf8'),
-      truncated: r.truncated,
-      timing: r.timing,
-    };
+    return { ...asText(r), timing: r.timing };
   }
 
   /** Many commands in one round trip, in order; stops at the first that fails unless `stopOnError` is false. */
@@ -161,16 +153,7 @@ export class Environment implements AsyncDisposable {
     if (!Array.isArray(steps) || steps.length === 0) throw typedError('usage', 'batch needs at least one step');
     const r = await this.client.batch(this.name, { steps, stopOnError: opts.stopOnError }, opts.signal);
     return {
-      steps: r.steps.map((x) => ({
-        argv: x.argv,
-        exitCode: x.exitCode,
-        signal: x.signal,
-        timedOut: x.timedOut,
-        stdout: Buffer.from(x.stdout, 'base64').toString('utf8'),
-        stderr: Buffer.from(x.stderr, 'base64').toString('utf8'),
-        truncated: x.truncated,
-        ...(x.error ? { error: x.error } : {}),
-      })),
+      steps: r.steps.map((x) => ({ argv: x.argv, ...asText(x), ...(x.error ? { error: x.error } : {}) })),
       completed: r.completed,
       exitCode: r.exitCode,
     };
@@ -342,4 +325,18 @@ export class Environment implements AsyncDisposable {
       if (!(err instanceof BerthError && err.code === 'not_found')) throw err;
     }
   }
+}
+
+/** A command's end as the wire gives it (output in base64), with its output as text. */
+function asText<
+  R extends { exitCode: number; signal: string | null; timedOut: boolean; stdout: string; stderr: string; truncated: boolean },
+>(r: R): Pick<R, 'exitCode' | 'signal' | 'timedOut' | 'truncated'> & { stdout: string; stderr: string } {
+  return {
+    exitCode: r.exitCode,
+    signal: r.signal,
+    timedOut: r.timedOut,
+    stdout: Buffer.from(r.stdout, 'base64').toString('utf8'),
+    stderr: Buffer.from(r.stderr, 'base64').toString('utf8'),
+    truncated: r.truncated,
+  };
 }
