@@ -211,6 +211,56 @@ for (const engine of testEngines()) {
       ),
     );
 
+    it(
+      'never dials into a container network for an environment: an allowed address of another environment or of an undeclared bridge host reaches nothing',
+      { timeout: 120_000 },
+      () =>
+        track(
+          (async () => {
+            // A host on a bridge that egress-hosts does not declare, and another environment
+            // (no policy) serving on its own address: the policy lists both, the node refuses both.
+            const stray = net.addHost('stray');
+            const strayCanary = await startCanary(stray, [stray.addr], 8081);
+            try {
+              await node.json(['new', 'n2', '--repo', repo.path]);
+              await node.cli([
+                'exec',
+                'n2',
+                '--',
+                'sh',
+                '-c',
+                `nohup node -e "require('http').createServer((q,s)=>s.end('n2 answered')).listen(8082)" >/dev/null 2>&1 &`,
+              ]);
+              const n2ip = (await node.cli(['exec', 'n2', '--', 'sh', '-c', 'hostname -i'])).stdout.trim().split(/\s+/)[0]!;
+              assert.match(n2ip, /^\d+\.\d+\.\d+\.\d+$/);
+              for (let i = 0; i < 50; i++) {
+                const up = await node.cli(['exec', 'n2', '--', 'curl', '-s', 'http://127.0.0.1:8082/']);
+                if (up.stdout.includes('n2 answered')) break;
+                await sleep(100);
+              }
+              const set = await node.cli(['egress', 'a1', '--set', `allow:allowed.test,tls.test:443,${stray.addr}:8081,${n2ip}:8082`]);
+              assert.equal(set.code, 0, set.stderr);
+              const r = await sh(
+                'a1',
+                `${curl(`http://${stray.addr}:8081/`)}; ${curl(`http://${n2ip}:8082/`)}; ${curl('http://allowed.test/still')}`,
+              );
+              assert.match(
+                r.stdout,
+                /resolves to no address the node connects to\n 403 rc=0[\s\S]*resolves to no address the node connects to\n 403 rc=0/,
+                r.stdout,
+              );
+              assert.doesNotMatch(r.stdout, /n2 answered|canary/);
+              assert.match(r.stdout, /web allowed\.test \/still 200 rc=0/);
+              assert.deepEqual(strayCanary.hits(), []);
+            } finally {
+              await node.cli(['egress', 'a1', '--set', 'allow:allowed.test,tls.test:443']);
+              await node.cli(['rm', '--discard', 'n2']);
+              await strayCanary.close();
+            }
+          })(),
+        ),
+    );
+
     it('learn mode records the test servers with their bytes, and --suggest proposes exactly them', { timeout: 120_000 }, () =>
       track(
         (async () => {
