@@ -383,6 +383,58 @@ for (const engine of testEngines()) {
       ),
     );
 
+    it('after a reboot, saved services start only once the egress rules are back: nothing they send escapes', { timeout: 120_000 }, () =>
+      track(
+        (async () => {
+          const r1 = await node.json<EnvInfo>(['new', 'r1', '--repo', repo.path, '--egress', 'allow:allowed.test']);
+          const beacon = `echo started >> /tmp/beacon.log; for i in $(seq 40); do curl -s -m 1 --noproxy '*' http://${other.addr}/beacon-$i >> /tmp/beacon.out; sleep 0.05; done; exec sleep 3600`;
+          const started = await node.cli(['service', 'start', 'r1', 'beacon', '--', 'sh', '-c', beacon]);
+          assert.equal(started.code, 0, started.stderr);
+          const runs = (): number =>
+            engineRun(engine, ['exec', r1.containerId!, 'cat', '/tmp/beacon.log']).split('\n').filter(Boolean).length;
+          assert.equal(runs(), 1);
+
+          const denials = (): number =>
+            Number(engineRun(engine, ['exec', r1.containerId!, 'sh', '-c', 'grep -c "not allowed" /tmp/beacon.out || true']).trim());
+          for (let i = 0; i < 100 && denials() < 40; i++) await sleep(100);
+          // The machine "reboots": the daemon is gone, the container stops, the kernel's rules
+          // for its address go. The engine starts the container again before berth is back.
+          const ip = engineRun(engine, [
+            'inspect',
+            '-f',
+            '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}',
+            r1.containerId!,
+          ]).trim();
+          await node.killDaemon('SIGTERM');
+          engineRun(engine, ['stop', '-t', '0', r1.containerId!], { ignoreOutput: true });
+          execFileSync('iptables', ['-w', '5', '-t', 'nat', '-F', `BERTH-EG-${node.nodeId}`]);
+          for (const line of execFileSync('ip', ['rule', 'show'], { encoding: 'utf8' }).split('\n')) {
+            const pref = line.split(':')[0]!;
+            if (line.includes(`from ${ip} `)) execFileSync('ip', ['rule', 'del', 'from', ip, 'pref', pref]);
+          }
+          engineRun(engine, ['start', r1.containerId!], { ignoreOutput: true });
+          await sleep(2000);
+          assert.equal(runs(), 1, 'a saved service started before the node had put back its rules');
+          assert.deepEqual(canary.hits(), []);
+
+          await node.startDaemon();
+          // The node restores the service once the rules are back; its beacons all meet them.
+          let out = '';
+          for (let i = 0; i < 100 && (out.match(/^started$/gm)?.length ?? 0) < 2; i++) {
+            out = (await sh('r1', 'cat /tmp/beacon.log')).stdout;
+            await sleep(100);
+          }
+          for (let i = 0; i < 100 && denials() < 80; i++) await sleep(100);
+          assert.equal(out.match(/^started$/gm)?.length, 2, out);
+          assert.equal(denials(), 80, 'every beacon of both runs met the policy');
+          assert.deepEqual(canary.hits(), []);
+          const list = await node.json<Array<{ name: string; state: string }>>(['service', 'ls', 'r1']);
+          assert.equal(list.find((x) => x.name === 'beacon')?.state, 'ready');
+          await node.cli(['rm', '--discard', 'r1']);
+        })(),
+      ),
+    );
+
     it('keeps the policy across a daemon restart, and removes its rules with the environment', { timeout: 120_000 }, () =>
       track(
         (async () => {
