@@ -145,7 +145,7 @@ export class KubernetesEnvironments {
    */
   async claim(poolId: string, name: string): Promise<KubeEnv | null> {
     validateEnvName(name);
-    const pod = await this.pods.claim(poolId, { claimant: this.o.nodeId, envName: name });
+    const pod = await this.pods.claim(poolId, { claimant: this.o.nodeId, envName: name }, () => [...this.watch.pods.values()]);
     if (!pod) return null;
     const podName = pod.metadata!.name!;
     const id = pod.metadata!.labels![KLABEL.env]!;

@@ -155,9 +155,17 @@ export class KubePods {
    * Takes one warm Pod of a pool for an environment, or null when none is warm. Each attempt
    * replaces the Pod as read, resourceVersion included; a 409 means another claimer won it.
    */
-  async claim(poolId: string, who: { claimant: string; envName: string }): Promise<V1Pod | null> {
+  async claim(poolId: string, who: { claimant: string; envName: string }, cached?: () => V1Pod[]): Promise<V1Pod | null> {
     for (let round = 0; round < 5; round++) {
-      const warm = await this.list({ [KLABEL.pool]: labelValue(poolId), [KLABEL.poolState]: 'warm' });
+      // The first round may take its candidates from a watch's cache (no list on the claim's
+      // path); a stale one only costs a 409, and the next round lists.
+      const fromCache =
+        round === 0
+          ? (cached?.().filter(
+              (p) => p.metadata?.labels?.[KLABEL.pool] === labelValue(poolId) && p.metadata.labels[KLABEL.poolState] === 'warm',
+            ) ?? [])
+          : [];
+      const warm = fromCache.length ? fromCache : await this.list({ [KLABEL.pool]: labelValue(poolId), [KLABEL.poolState]: 'warm' });
       if (!warm.length) return null;
       // Claimers start at different Pods, so two of them rarely race for the same one.
       const start = Math.floor(Math.random() * warm.length);
@@ -186,7 +194,7 @@ export class KubePods {
           throw kubeError(err, `claiming Pod ${pod.metadata!.name!}`, { namespace: this.ns });
         }
       }
-      if (!conflicts) return null;
+      if (!conflicts && !fromCache.length) return null;
     }
     return null;
   }
