@@ -1,7 +1,7 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
@@ -16,12 +16,13 @@ import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
 import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../workspace/cache-keys.js';
 import type { BlobStore } from '../workspace/blob-store.js';
-import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { supervisionOf } from './supervision.js';
-import { isolateNetwork, type FirewallResult } from './firewall.js';
+import type { FirewallResult } from './firewall.js';
+import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
+import { HostWorkspaces, iptablesIsolation, UnixSocketChannel } from './local-backend.js';
 import { debianMirrorEntries } from '../core/egress-policy.js';
 import { EgressStore } from '../state/egress-store.js';
 import { readAptSources } from '../toolchain/base-image.js';
@@ -50,6 +51,12 @@ export interface ManagerOptions {
   log: (line: string) => void;
   /** Secrets the node swaps in on the wire; environments hold placeholders. */
   secrets?: NodeSecrets;
+  /** The backend's ports (src/engine/backend.ts); a local node's by default. */
+  backend?: {
+    agentChannel?: (row: EnvRow) => AgentChannel;
+    workspaces?: WorkspaceProvisioner;
+    isolation?: Isolation;
+  };
 }
 
 export class EnvManager {
@@ -63,7 +70,14 @@ export class EnvManager {
   /** Egress policies and budgets (src/env/egress). */
   readonly egress: EgressService;
 
+  private readonly workspaces: WorkspaceProvisioner;
+  private readonly isolation: Isolation;
+  private readonly agentChannel: (row: EnvRow) => AgentChannel;
+
   constructor(private readonly o: ManagerOptions) {
+    this.workspaces = o.backend?.workspaces ?? new HostWorkspaces(o.config.cow);
+    this.isolation = o.backend?.isolation ?? iptablesIsolation;
+    this.agentChannel = o.backend?.agentChannel ?? ((row) => new UnixSocketChannel(join(row.dir, 'run', 'agent.sock')));
     this.egress = new EgressService({
       nodeId: o.config.nodeId,
       home: o.config.home,
@@ -229,13 +243,12 @@ export class EnvManager {
       let containerId: string;
       if (fromTree) {
         // Copy-on-write: the whole workspace as it was, ignored files too, in constant time.
-        await snapshotSubvolume(tree, ws, false);
+        await this.workspaces.cloneTree(tree, ws);
         containerId = await makeContainer();
       } else {
         // The container is made while the workspace is checked out: the bind mount only needs
         // the directory to exist.
-        if (this.o.config.cow) await createSubvolume(ws);
-        else mkdirSync(ws);
+        await this.workspaces.create(ws);
         const [checkout, made] = await Promise.allSettled([
           checkoutWorkspace(resolved, ws, `berth/${name}`, sig).then(() => {
             if (snapshot) applyToFreshWorkspace(ws, snapshot.manifest, snapshot.blobs);
@@ -382,7 +395,7 @@ export class EnvManager {
       const done = await prev?.catch(() => undefined);
       if (done?.complete) return done;
       const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
-      const fw = await isolateNetwork(net);
+      const fw = await this.isolation.isolate(net);
       if (fw.detail !== done?.detail) this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
       // Fail closed: without isolation, no environment gets the shared network.
       if (!fw.applied && process.env.BERTH_ALLOW_UNISOLATED !== '1') {
@@ -476,7 +489,7 @@ export class EnvManager {
     for (const cid of containers) await this.o.engine.removeContainer(cid);
     await this.egress.detach(row.id);
     const ws = join(row.dir, 'workspace');
-    if (this.o.config.cow && (await isSubvolume(ws))) await deleteSubvolume(ws);
+    await this.workspaces.remove(ws);
     rmSync(row.dir, { recursive: true, force: true });
     this.o.db.deleteEnv(row.id);
     this.stats.forget(row.id);
@@ -690,9 +703,9 @@ export class EnvManager {
 
   private async reconnect(row: EnvRow): Promise<AgentConnection> {
     try {
-      const sock = join(row.dir, 'run', 'agent.sock');
-      if (!isSocket(sock)) throw new Error('no agent socket');
-      return await AgentConnection.open(sock, AbortSignal.timeout(2000));
+      const channel = this.agentChannel(row);
+      if (!(await channel.ready())) throw new Error('no agent socket');
+      return AgentConnection.fromStream(await channel.open(AbortSignal.timeout(2000)));
     } catch {
       const c = row.container_id ? await this.o.engine.inspectContainer(row.container_id) : null;
       if (!c) {
@@ -712,14 +725,14 @@ export class EnvManager {
   }
 
   private async connectAgent(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<AgentConnection> {
-    const sock = join(row.dir, 'run', 'agent.sock');
+    const channel = this.agentChannel(row);
     const deadline = Date.now() + 20_000;
     let lastCheck = Date.now();
     for (let delay = 2; ; delay = Math.min(delay * 1.5, 25)) {
       signal?.throwIfAborted();
-      if (isSocket(sock)) {
+      if (await channel.ready()) {
         try {
-          const conn = await AgentConnection.open(sock, signal);
+          const conn = AgentConnection.fromStream(await channel.open(signal));
           const timer = setTimeout(() => conn.close(), 5000); // an agent that never answers
           const pong = await conn.request({ op: 'ping' }).finally(() => clearTimeout(timer));
           if (pong.ok) {
@@ -838,14 +851,5 @@ export class EnvManager {
     this.egress.close();
     for (const a of this.agents.values()) a.then((c) => c.close()).catch(() => {});
     this.agents.clear();
-  }
-}
-
-/** The environment can write its run directory: follow only a real socket, never a link. */
-function isSocket(path: string): boolean {
-  try {
-    return lstatSync(path).isSocket();
-  } catch {
-    return false;
   }
 }
