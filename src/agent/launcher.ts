@@ -147,7 +147,10 @@ export class Launcher {
     const runs = [...this.runs.values()];
     this.runs.clear();
     for (const { events: r, eofs, gone } of runs) {
-      if (eofs < 2) (r.eof(1), r.eof(2));
+      if (eofs < 2) {
+        r.eof(1);
+        r.eof(2);
+      }
       if (!gone) r.gone({ code: null, signal: 9 }, true);
       r.finished();
     }
