@@ -143,6 +143,8 @@ export class Command {
   private pid: number | undefined;
   private commandEnded = false;
   private runnerExited = false;
+  /** The launcher went under it: what the command started is found by its marker. */
+  private launcherLost = false;
   private readonly marker = randomBytes(9).toString('base64url');
   private pendingSignals: string[] = [];
   private ending: Promise<void> | undefined;
@@ -189,7 +191,10 @@ export class Command {
         gone: (exit, lost) => {
           this.runnerExited = true;
           this.hurry?.();
-          if (lost) input?.close();
+          if (lost) {
+            this.launcherLost = true;
+            input?.close();
+          }
           settleStart({ code: 'internal', message: `berth-run ended before ${name} started${lost ? ` (its launcher: ${l.reason})` : ''}` });
           if (this.pid !== undefined && !this.commandEnded) {
             // Something killed berth-run (or its launcher) under the command: end what it left, by its marker.
@@ -199,7 +204,7 @@ export class Command {
                 : { exitCode: exit.code ?? 1, signal: null },
             );
             void this.end(0);
-          }
+          } else if (lost) void this.end(0); // it may have started, unreported, or left processes behind
           settleGone();
         },
         finished: () => input?.close(),
@@ -238,7 +243,7 @@ export class Command {
   }
 
   private async terminate(graceMs: number): Promise<void> {
-    if (this.pid === undefined && this.runnerExited) return; // it never started
+    if (this.pid === undefined && this.runnerExited && !this.launcherLost) return; // it never started
     if (!this.runnerExited && this.id !== undefined) this.launcher.send(Op.Hold, this.id);
     if (graceMs > 0) {
       // Stopped first, so that the walk does not race a fork bomb; then asked to end.

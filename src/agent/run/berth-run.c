@@ -2,7 +2,9 @@
  * berth-run: the parent of every command the agent runs, so that no process the command
  * starts can get away from it. Mounted read-only into every environment next to agent.js.
  *
- *   berth-run [--linger] CMD [ARGS...]
+ *   berth-run [--linger] CMD [ARGS...]     one command, as described here
+ *   berth-run --serve                      the launcher (serve.c): the agent starts it once,
+ *                                          and it forks this same supervisor for each command
  *
  * It makes itself a child subreaper (PR_SET_CHILD_SUBREAPER): a process of the command
  * that is orphaned (a double fork, a daemon, a fork bomb) is re-parented to berth-run,
