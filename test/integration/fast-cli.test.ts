@@ -276,11 +276,11 @@ for (const engine of testEngines()) {
     it('a launcher killed under its commands ends them all, and the next command gets a new one', () =>
       track(
         (async () => {
-          // The launcher is `berth-run --serve` whose parent is the agent (the supervisors it forks
-          // keep its command line, and have it as their parent).
+          // The launcher is `berth-run --serve` whose parent is the agent, a node process (the
+          // supervisors it forks keep its command line; orphaned, their parent is the init).
           const launchers =
             'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in *berth-run\\ --serve*) ' +
-            'read -r _ _ _ pp _ < $p/stat; case "$(tr "\\0" " " < /proc/$pp/cmdline)" in *agent.js*) echo ${p#/proc/};; esac;; esac; done';
+            'read -r _ _ _ pp _ < $p/stat; read -r c < /proc/$pp/comm; [ "$c" = node ] && echo ${p#/proc/};; esac; done';
           const before = await berth(['exec', 'fast', '--', 'sh', '-c', launchers]);
           const first = before.stdout.toString().trim();
           assert.match(first, /^\d+$/, `one launcher: ${before.stdout.toString()}`);
@@ -302,7 +302,9 @@ for (const engine of testEngines()) {
           const sleeping =
             'n=0; for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in "sleep 300 ") n=$((n+1));; esac; done; echo $n';
           const left = await berth(['exec', 'fast', '--', 'sh', '-c', `${launchers}; ${sleeping}`]);
-          const [again, asleep] = left.stdout.toString().trim().split('\n');
+          const lines = left.stdout.toString().trim().split('\n');
+          const [again, asleep] = [lines[0], lines.at(-1)];
+          assert.equal(lines.length, 2, `one launcher, then the count: ${left.stdout.toString()}`);
           assert.match(again ?? '', /^\d+$/);
           assert.notEqual(again, first);
           assert.equal(asleep, '0', 'no sleep 300 is left');
