@@ -41,6 +41,12 @@ down() {
 if [ "$cmd" = down ]; then down; exit 0; fi
 [ "$cmd" = up ] || { echo "usage: $0 up|down DIR" >&2; exit 2; }
 
+# User namespaces: root in an environment is the subordinate range of the user `berth`, on
+# both engines (berth asks Podman for it per container; dockerd remaps every container).
+# shellcheck source=userns-range.sh
+. "$(dirname "$0")/userns-range.sh"
+ensure_userns_range
+
 mkdir -p "$dir/root"
 # A file system of its own: the root file system here is ext4 without a journal, where a mass
 # delete slows file creation for minutes; unmounting this one deletes nothing.
@@ -111,7 +117,8 @@ if command -v dockerd >/dev/null; then
   "exec-opts": ["native.cgroupdriver=cgroupfs"],
   "default-ulimits": { "nofile": { "Name": "nofile", "Soft": ${nofile}, "Hard": ${nofile} } },
   "default-address-pools": [{ "base": "172.29.0.0/16", "size": 24 }],
-  "bridge": "none"
+  "bridge": "none",
+  "userns-remap": "berth"
 }
 JSON
   nohup dockerd --config-file "$dir/daemon.json" --data-root "$r/docker/data" --exec-root "$r/docker/exec" \

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import { IMAGE_REF_RULE, isImageRef } from '../core/image-ref.js';
-import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, ImageInfo, NetworkInfo } from './engine.js';
+import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, IdMap, ImageInfo, NetworkInfo } from './engine.js';
 import { EngineHttp, engineMessage, type HttpResponse } from './http-client.js';
 
 const API = '/v1.41';
@@ -14,6 +14,7 @@ const ARCHIVE_REFUSED =
 export class DockerApiEngine implements Engine {
   private readonly http: EngineHttp;
   private cachedVersion: EngineVersion | undefined;
+  private cachedRemap: IdMap | null | undefined;
 
   constructor(readonly endpoint: string) {
     this.http = new EngineHttp(endpoint);
@@ -47,6 +48,19 @@ export class DockerApiEngine implements Engine {
     const isPodman = (v.Components ?? []).some((c) => /podman/i.test(c.Name ?? ''));
     this.cachedVersion = { name: isPodman ? 'podman' : 'docker', version: v.Version ?? '?', apiVersion: v.ApiVersion ?? '?' };
     return this.cachedVersion;
+  }
+
+  async remappedRoot(signal?: AbortSignal): Promise<IdMap | null> {
+    if ((await this.version(signal)).name !== 'docker') return null;
+    if (this.cachedRemap !== undefined) return this.cachedRemap;
+    const res = await this.http.request('GET', `${API}/info`, undefined, signal);
+    check(res, 'read the engine facts');
+    const j = JSON.parse(res.body.toString('utf8')) as { DockerRootDir?: string; SecurityOptions?: string[] | null };
+    // A remapping daemon says `name=userns`, and keeps its data under `ROOT/UID.GID`.
+    const m = /\/(\d+)\.(\d+)\/?$/.exec(j.DockerRootDir ?? '');
+    const on = (j.SecurityOptions ?? []).some((o) => /(^|,)name=userns(,|$)/.test(o));
+    this.cachedRemap = on && m ? { uid: Number(m[1]), gid: Number(m[2]), size: 65536 } : null;
+    return this.cachedRemap;
   }
 
   async inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null> {
@@ -186,6 +200,7 @@ export class DockerApiEngine implements Engine {
         // No raw sockets: no ARP or packet spoofing on the shared bridge.
         CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'],
         ...(spec.runtime ? { Runtime: spec.runtime } : {}),
+        ...(spec.idMap && (await this.version(signal)).name === 'podman' ? { UsernsMode: podmanUserns(spec.idMap) } : {}),
       },
     };
     const res = await this.http.request('POST', `${API}/containers/create?name=${encodeURIComponent(spec.name)}`, body, signal);
@@ -361,6 +376,11 @@ function normalizeStatus(s: string | undefined): ContainerStatus {
     default:
       return 'unknown';
   }
+}
+
+/** Podman's `--userns` for exactly this mapping (an `auto` mode whose mapping is given whole needs no /etc/subuid entry of its own). */
+function podmanUserns(ids: IdMap): string {
+  return `auto:uidmapping=0:${ids.uid}:${ids.size},gidmapping=0:${ids.gid}:${ids.size}`;
 }
 
 /** The engine's message on one line (a user's error is one line). */

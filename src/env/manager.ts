@@ -1,7 +1,7 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
@@ -10,7 +10,7 @@ import { decodeIdentity, encodeIdentity, identityHash, type Identity } from '../
 import { validateEnvName, validateLabel } from '../core/names.js';
 import { failpoint } from '../core/failpoint.js';
 import { AgentConnection, AgentGoneError } from '../agent/client.js';
-import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
+import type { ContainerSpec, Engine, IdMap, Mount } from '../engine/engine.js';
 import type { EnvRow, StateDb } from '../state/state-db.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
@@ -28,6 +28,7 @@ import { readAptSources } from '../toolchain/base-image.js';
 import { EgressService } from './egress/service.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
 import type { NodeSecrets } from './secrets/node-secrets.js';
+import { ownTree } from './userns.js';
 
 export const LABEL = {
   managed: 'org.berth.managed',
@@ -216,13 +217,15 @@ export class EnvManager {
       this.egress.register(row, egress.policy, egress.budget);
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
+      const ids = await this.idMap(sig);
+      if (ids) chownSync(join(dir, 'run'), ids.uid, ids.gid);
       const ws = join(dir, 'workspace');
       const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
       const fromTree = !!tree && existsSync(tree);
       const makeContainer = async (): Promise<string> => {
         if (network === 'egress') await this.ensureNetwork(sig);
         const volumes = await this.ensureCaches(cacheKeys, sig);
-        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes), sig);
+        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes, ids), sig);
         this.o.db.updateEnv(id, { container_id: cid });
         return cid;
       };
@@ -246,6 +249,8 @@ export class EnvManager {
         if (made.status === 'rejected') throw made.reason;
         containerId = made.value;
       }
+      // Root inside is an unprivileged uid on the host: it owns its workspace, nothing else.
+      await ownTree(ws, ids, sig);
       await failpoint('create:after-container');
       await this.startContainer(row, containerId, sig);
       const conn = await this.connectAgent(row, containerId, sig);
@@ -321,7 +326,28 @@ export class EnvManager {
   /** Called when pools may need refilling. */
   onPoolChange: (() => void) | undefined;
 
-  private containerSpec(row: EnvRow, mirror: string, volumes: Array<{ name: string; target: string }>): ContainerSpec {
+  private idMapping: Promise<IdMap | null> | undefined;
+
+  /**
+   * The host range root in an environment maps to: the one a remapping daemon chose (dockerd's
+   * userns-remap), else the node's own on an engine that maps per container (Podman), else
+   * none (a Docker daemon without userns-remap: said once in the log).
+   */
+  idMap(signal?: AbortSignal): Promise<IdMap | null> {
+    const next = (this.idMapping ??= (async () => {
+      const remap = await this.o.engine.remappedRoot(signal);
+      if (remap) return remap;
+      if (this.o.engineName === 'podman') return this.o.config.userns;
+      this.o.log('berth: the Docker daemon does not remap user namespaces (userns-remap): root in an environment is root on the host');
+      return null;
+    })());
+    next.catch(() => {
+      if (this.idMapping === next) this.idMapping = undefined;
+    });
+    return next;
+  }
+
+  private containerSpec(row: EnvRow, mirror: string, volumes: Array<{ name: string; target: string }>, ids: IdMap | null): ContainerSpec {
     const c = this.o.config;
     const mounts: Mount[] = [
       { source: join(row.dir, 'workspace'), target: '/workspace', readOnly: false },
@@ -368,6 +394,7 @@ export class EnvManager {
       ulimits: c.ulimits,
       network: row.network === 'none' ? 'none' : c.networkName,
       init: true,
+      idMap: ids,
     };
   }
 

@@ -7,6 +7,7 @@ import { Limits as LimitsSchema, type Limits } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { berthHome } from '../core/home.js';
 import { cacheDir } from '../toolchain/base-image.js';
+import { loadIdMap, type IdMap } from './userns.js';
 
 export interface NodeConfig {
   home: string;
@@ -32,6 +33,11 @@ export interface NodeConfig {
    * (BERTH_AGENT_REPO_ROOTS, colon-separated). Agent tokens may always name a URL.
    */
   agentRepoRoots: string[];
+  /**
+   * The host range root in an environment maps to, on an engine where the node chooses
+   * (Podman); null with BERTH_USERNS=host. A Docker daemon remaps by its own configuration.
+   */
+  userns: IdMap | null;
 }
 
 export { berthHome };
@@ -63,6 +69,7 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
       .split(':')
       .filter(Boolean)
       .map((p) => resolve(p)),
+    userns: loadIdMap(env),
   };
 }
 
