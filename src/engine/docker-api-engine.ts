@@ -177,6 +177,15 @@ export class DockerApiEngine implements Engine {
   }
 
   async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    const podman = (await this.version(signal)).name === 'podman';
+    // Podman 4.3 runs every container it is asked for over the API with its default runtime (it
+    // ignores HostConfig.Runtime, and libpod's oci_runtime too): never a weaker tier than asked.
+    if (podman && spec.runtime)
+      throw new BerthError(
+        'isolation_unavailable',
+        `this Podman engine cannot run a container with ${spec.runtime}: its API runs every container with the engine's default runtime`,
+        'use a Docker engine with runsc among its runtimes (scripts/private-engines.sh), or --isolation runc',
+      );
     const body = {
       Image: spec.image,
       Cmd: spec.cmd,
@@ -197,13 +206,18 @@ export class DockerApiEngine implements Engine {
         NetworkMode: spec.network,
         Init: spec.init,
         SecurityOpt: ['no-new-privileges'],
-        // No raw sockets: no ARP or packet spoofing on the shared bridge.
-        CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'],
+        CapDrop: DROPPED_CAPS,
         ...(spec.runtime ? { Runtime: spec.runtime } : {}),
-        ...(spec.idMap && (await this.version(signal)).name === 'podman' ? { UsernsMode: podmanUserns(spec.idMap) } : {}),
+        ...(spec.idMap && podman ? { UsernsMode: podmanUserns(spec.idMap) } : {}),
+        // No namespace asked for, on a daemon that remaps every container: this one is not.
+        ...(spec.idMap === null && !podman ? { UsernsMode: 'host' } : {}),
       },
     };
     const res = await this.http.request('POST', `${API}/containers/create?name=${encodeURIComponent(spec.name)}`, body, signal);
+    return this.created(res, spec);
+  }
+
+  private created(res: HttpResponse, spec: ContainerSpec): string {
     if (res.status === 404)
       throw new BerthError('image_missing', `image ${spec.image} is not on this node`, 'build it with `berth toolchain build`');
     if (res.status === 409)
@@ -212,8 +226,21 @@ export class DockerApiEngine implements Engine {
         `a container named ${spec.name} already exists in the engine`,
         'remove it or pick another name',
       );
+    if (
+      spec.runtime &&
+      res.status >= 400 &&
+      /unknown runtime|unknown or invalid runtime name|runtime .* not found|no such runtime/i.test(engineMessage(res))
+    )
+      throw new BerthError(
+        'isolation_unavailable',
+        `the engine has no runtime ${spec.runtime}`,
+        'install runsc and name it among the engine runtimes (scripts/private-engines.sh shows how)',
+      );
     check(res, 'create container');
-    return (JSON.parse(res.body.toString('utf8')) as { Id: string }).Id;
+    return (
+      (JSON.parse(res.body.toString('utf8')) as { Id?: string; id?: string }).Id ??
+      (JSON.parse(res.body.toString('utf8')) as { id: string }).id
+    );
   }
 
   async startContainer(id: string, signal?: AbortSignal): Promise<void> {
@@ -377,6 +404,9 @@ function normalizeStatus(s: string | undefined): ContainerStatus {
       return 'unknown';
   }
 }
+
+/** No raw sockets (no ARP or packet spoofing on the shared bridge), no device nodes, no audit, no chroot. */
+const DROPPED_CAPS = ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'];
 
 /** Podman's `--userns` for exactly this mapping (an `auto` mode whose mapping is given whole needs no /etc/subuid entry of its own). */
 function podmanUserns(ids: IdMap): string {

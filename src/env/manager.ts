@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
+import type { CreateEnvRequest, EnvInfo, EnvState, Isolation, Limits, NetworkMode } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { decodeIdentity, encodeIdentity, identityHash, type Identity } from '../core/identity.js';
 import { validateEnvName, validateLabel } from '../core/names.js';
@@ -37,6 +37,7 @@ export const LABEL = {
   name: 'org.berth.name',
   agent: 'org.berth.agent',
   task: 'org.berth.task',
+  isolation: 'org.berth.isolation',
 } as const;
 
 const AGENT_SOCKET_IN_ENV = '/.berth/run/agent.sock';
@@ -161,6 +162,7 @@ export class EnvManager {
       !internal.poolId &&
       !req.noPool &&
       network === 'egress' &&
+      (req.isolation ?? this.o.config.isolation) === this.o.config.isolation &&
       !customLimits &&
       req.inheritTrust !== false &&
       !egress.policy &&
@@ -217,7 +219,9 @@ export class EnvManager {
       this.egress.register(row, egress.policy, egress.budget);
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
-      const ids = await this.idMap(sig);
+      // gVisor runs its own kernel over the host's; this runsc takes no uid mapping.
+      const isolation = req.isolation ?? this.o.config.isolation;
+      const ids = isolation === 'gvisor' ? null : await this.idMap(sig);
       if (ids) chownSync(join(dir, 'run'), ids.uid, ids.gid);
       const ws = join(dir, 'workspace');
       const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
@@ -225,7 +229,7 @@ export class EnvManager {
       const makeContainer = async (): Promise<string> => {
         if (network === 'egress') await this.ensureNetwork(sig);
         const volumes = await this.ensureCaches(cacheKeys, sig);
-        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes, ids), sig);
+        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes, ids, isolation), sig);
         this.o.db.updateEnv(id, { container_id: cid });
         return cid;
       };
@@ -347,7 +351,13 @@ export class EnvManager {
     return next;
   }
 
-  private containerSpec(row: EnvRow, mirror: string, volumes: Array<{ name: string; target: string }>, ids: IdMap | null): ContainerSpec {
+  private containerSpec(
+    row: EnvRow,
+    mirror: string,
+    volumes: Array<{ name: string; target: string }>,
+    ids: IdMap | null,
+    isolation: Isolation,
+  ): ContainerSpec {
     const c = this.o.config;
     const mounts: Mount[] = [
       { source: join(row.dir, 'workspace'), target: '/workspace', readOnly: false },
@@ -376,6 +386,7 @@ export class EnvManager {
       [LABEL.node]: c.nodeId,
       [LABEL.env]: row.id,
       [LABEL.name]: row.name,
+      [LABEL.isolation]: isolation,
     };
     if (row.agent) labels[LABEL.agent] = row.agent;
     if (row.task) labels[LABEL.task] = row.task;
@@ -395,6 +406,7 @@ export class EnvManager {
       network: row.network === 'none' ? 'none' : c.networkName,
       init: true,
       idMap: ids,
+      ...(isolation === 'gvisor' ? { runtime: 'runsc' } : {}),
     };
   }
 
