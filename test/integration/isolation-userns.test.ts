@@ -94,6 +94,23 @@ for (const engine of testEngines()) {
         })(),
       ));
 
+    it('cannot raise its own limits from inside: rlimits, the cgroup, a new mount', () =>
+      t.track(
+        (async () => {
+          const script = [
+            'ulimit -Hn $(( $(ulimit -Hn) + 1 )) 2>/dev/null && echo raised-nofile',
+            'ulimit -Hu $(( $(ulimit -Hu) + 1 )) 2>/dev/null && echo raised-nproc',
+            'for f in /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max; do [ -e $f ] && (echo max > $f) 2>/dev/null && echo raised $f; done',
+            'for f in /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do [ -e $f ] && (echo -1 > $f) 2>/dev/null && echo raised $f; done',
+            'mkdir -p /tmp/m && mount -t tmpfs none /tmp/m 2>/dev/null && echo mounted',
+            'echo checked',
+          ].join('; ');
+          const r = await node.cli(['exec', 'ns', '--', 'sh', '-c', script]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, 'checked\n');
+        })(),
+      ));
+
     it('snapshots and forks keep every file, mode and link, owned by the range and writable in the fork', () =>
       t.track(
         (async () => {
