@@ -41,6 +41,12 @@ down() {
 if [ "$cmd" = down ]; then down; exit 0; fi
 [ "$cmd" = up ] || { echo "usage: $0 up|down DIR" >&2; exit 2; }
 
+# User namespaces: root in an environment is the subordinate range of the user `berth`, on
+# both engines (berth asks Podman for it per container; dockerd remaps every container).
+# shellcheck source=userns-range.sh
+. "$(dirname "$0")/userns-range.sh"
+ensure_userns_range
+
 mkdir -p "$dir/root"
 # A file system of its own: the root file system here is ext4 without a journal, where a mass
 # delete slows file creation for minutes; unmounting this one deletes nothing.
@@ -56,6 +62,19 @@ hard_nofile=$(ulimit -Hn); [ "$hard_nofile" = unlimited ] && hard_nofile=65536
 hard_nproc=$(ulimit -Hu); [ "$hard_nproc" = unlimited ] && hard_nproc=65536
 nofile=$(( hard_nofile < 8192 ? hard_nofile : 8192 ))
 nproc=$(( hard_nproc < 4096 ? hard_nproc : 4096 ))
+
+# gVisor (`--isolation gvisor`), when runsc is installed: both engines know it as `runsc`. It
+# runs with --network=host, which here means the container's own network namespace (the engine
+# made it; the node's firewall rules apply to it): runsc's own network stack refuses to start on
+# this kernel ("cannot run with network enabled in root network namespace"). --host-uds=create
+# lets the agent's socket, made inside, be a socket the node can reach in the run directory.
+runsc_bin=$(command -v runsc || true)
+if [ -n "$runsc_bin" ]; then
+  printf '#!/bin/sh\nexec %s --network=host --host-uds=create "$@"\n' "$runsc_bin" > "$dir/runsc"
+  chmod 755 "$dir/runsc"
+  podman_runtimes=$(printf '[engine.runtimes]\nrunsc = ["%s/runsc"]\n' "$dir")
+  docker_runtimes=$(printf '"runtimes": { "runsc": { "path": "%s", "runtimeArgs": ["--network=host", "--host-uds=create"] } },' "$runsc_bin")
+fi
 
 # Podman: the same settings as scripts/setup.sh writes for the machine's own, with storage,
 # state, temporary files and network definitions inside the directory, and subnets of its own.
@@ -75,6 +94,8 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$r/podman/events.log"
 tmp_dir = "$r/podman/tmp"
+
+${podman_runtimes:-}
 
 [network]
 network_config_dir = "$r/podman/networks"
@@ -111,7 +132,9 @@ if command -v dockerd >/dev/null; then
   "exec-opts": ["native.cgroupdriver=cgroupfs"],
   "default-ulimits": { "nofile": { "Name": "nofile", "Soft": ${nofile}, "Hard": ${nofile} } },
   "default-address-pools": [{ "base": "172.29.0.0/16", "size": 24 }],
-  "bridge": "none"
+  "bridge": "none",
+  ${docker_runtimes:-}
+  "userns-remap": "berth"
 }
 JSON
   nohup dockerd --config-file "$dir/daemon.json" --data-root "$r/docker/data" --exec-root "$r/docker/exec" \

@@ -7,12 +7,17 @@ answers() { curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
 if answers; then exit 0; fi
 hard_nofile=$(ulimit -Hn); [ "$hard_nofile" = unlimited ] && hard_nofile=65536
 nofile=$(( hard_nofile < 8192 ? hard_nofile : 8192 ))
+# Root in a container is the subordinate range of the user `berth` (userns-remap), not root.
+# shellcheck source=userns-range.sh
+. "$(dirname "$0")/userns-range.sh"
+ensure_userns_range
 mkdir -p /etc/docker
 if [ ! -f /etc/docker/daemon.json ]; then
   cat > /etc/docker/daemon.json <<JSON
 {
   "exec-opts": ["native.cgroupdriver=cgroupfs"],
-  "default-ulimits": { "nofile": { "Name": "nofile", "Soft": ${nofile}, "Hard": ${nofile} } }
+  "default-ulimits": { "nofile": { "Name": "nofile", "Soft": ${nofile}, "Hard": ${nofile} } },
+  "userns-remap": "berth"
 }
 JSON
 fi

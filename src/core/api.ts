@@ -9,6 +9,10 @@ export const API_VERSION = 'v1';
 export const NetworkMode = z.enum(['egress', 'none']);
 export type NetworkMode = z.infer<typeof NetworkMode>;
 
+/** The isolation tier: `runc` (namespaces, a user namespace, seccomp) or `gvisor` (runsc, a kernel of its own). */
+export const Isolation = z.enum(['runc', 'gvisor']);
+export type Isolation = z.infer<typeof Isolation>;
+
 /** A toolchain as a client names it: a digest, or an image name the engine resolves. */
 const ImageRef = z.string().refine(isImageRef, IMAGE_REF_RULE);
 
@@ -28,6 +32,8 @@ export const CreateEnvRequest = z
     agent: z.string().optional(),
     task: z.string().optional(),
     network: NetworkMode.optional(),
+    /** The isolation tier; the node's default (BERTH_ISOLATION, else runc) when absent. */
+    isolation: Isolation.optional(),
     limits: Limits.partial().optional(),
     inheritTrust: z.boolean().optional(),
     /** The egress policy: `allow:LIST`, `learn` or `all` (docs/egress.md). */

@@ -32,6 +32,7 @@ export const ERROR_TABLE = {
   secret_no_host: { exit: 30, http: 400 },
   secret_unknown: { exit: 31, http: 422 },
   quota_exceeded: { exit: 41, http: 429 },
+  isolation_unavailable: { exit: 42, http: 422 },
   timeout: { exit: 124, http: 504 },
   command_not_found: { exit: 127, http: 422 },
   internal: { exit: 1, http: 500 },

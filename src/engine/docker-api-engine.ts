@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import { IMAGE_REF_RULE, isImageRef } from '../core/image-ref.js';
-import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, ImageInfo, NetworkInfo } from './engine.js';
+import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, IdMap, ImageInfo, NetworkInfo } from './engine.js';
 import { EngineHttp, engineMessage, type HttpResponse } from './http-client.js';
 
 const API = '/v1.41';
@@ -14,6 +14,7 @@ const ARCHIVE_REFUSED =
 export class DockerApiEngine implements Engine {
   private readonly http: EngineHttp;
   private cachedVersion: EngineVersion | undefined;
+  private cachedRemap: IdMap | null | undefined;
 
   constructor(readonly endpoint: string) {
     this.http = new EngineHttp(endpoint);
@@ -47,6 +48,19 @@ export class DockerApiEngine implements Engine {
     const isPodman = (v.Components ?? []).some((c) => /podman/i.test(c.Name ?? ''));
     this.cachedVersion = { name: isPodman ? 'podman' : 'docker', version: v.Version ?? '?', apiVersion: v.ApiVersion ?? '?' };
     return this.cachedVersion;
+  }
+
+  async remappedRoot(signal?: AbortSignal): Promise<IdMap | null> {
+    if ((await this.version(signal)).name !== 'docker') return null;
+    if (this.cachedRemap !== undefined) return this.cachedRemap;
+    const res = await this.http.request('GET', `${API}/info`, undefined, signal);
+    check(res, 'read the engine facts');
+    const j = JSON.parse(res.body.toString('utf8')) as { DockerRootDir?: string; SecurityOptions?: string[] | null };
+    // A remapping daemon says `name=userns`, and keeps its data under `ROOT/UID.GID`.
+    const m = /\/(\d+)\.(\d+)\/?$/.exec(j.DockerRootDir ?? '');
+    const on = (j.SecurityOptions ?? []).some((o) => /(^|,)name=userns(,|$)/.test(o));
+    this.cachedRemap = on && m ? { uid: Number(m[1]), gid: Number(m[2]), size: 65536 } : null;
+    return this.cachedRemap;
   }
 
   async inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null> {
@@ -163,6 +177,15 @@ export class DockerApiEngine implements Engine {
   }
 
   async createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string> {
+    const podman = (await this.version(signal)).name === 'podman';
+    // Podman 4.3 runs every container it is asked for over the API with its default runtime (it
+    // ignores HostConfig.Runtime, and libpod's oci_runtime too): never a weaker tier than asked.
+    if (podman && spec.runtime)
+      throw new BerthError(
+        'isolation_unavailable',
+        `this Podman engine cannot run a container with ${spec.runtime}: its API runs every container with the engine's default runtime`,
+        'use a Docker engine with runsc among its runtimes (scripts/private-engines.sh), or --isolation runc',
+      );
     const body = {
       Image: spec.image,
       Cmd: spec.cmd,
@@ -183,12 +206,18 @@ export class DockerApiEngine implements Engine {
         NetworkMode: spec.network,
         Init: spec.init,
         SecurityOpt: ['no-new-privileges'],
-        // No raw sockets: no ARP or packet spoofing on the shared bridge.
-        CapDrop: ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'],
+        CapDrop: DROPPED_CAPS,
         ...(spec.runtime ? { Runtime: spec.runtime } : {}),
+        ...(spec.idMap && podman ? { UsernsMode: podmanUserns(spec.idMap) } : {}),
+        // No namespace asked for, on a daemon that remaps every container: this one is not.
+        ...(spec.idMap === null && !podman ? { UsernsMode: 'host' } : {}),
       },
     };
     const res = await this.http.request('POST', `${API}/containers/create?name=${encodeURIComponent(spec.name)}`, body, signal);
+    return this.created(res, spec);
+  }
+
+  private created(res: HttpResponse, spec: ContainerSpec): string {
     if (res.status === 404)
       throw new BerthError('image_missing', `image ${spec.image} is not on this node`, 'build it with `berth toolchain build`');
     if (res.status === 409)
@@ -197,8 +226,21 @@ export class DockerApiEngine implements Engine {
         `a container named ${spec.name} already exists in the engine`,
         'remove it or pick another name',
       );
+    if (
+      spec.runtime &&
+      res.status >= 400 &&
+      /unknown runtime|unknown or invalid runtime name|runtime .* not found|no such runtime/i.test(engineMessage(res))
+    )
+      throw new BerthError(
+        'isolation_unavailable',
+        `the engine has no runtime ${spec.runtime}`,
+        'install runsc and name it among the engine runtimes (scripts/private-engines.sh shows how)',
+      );
     check(res, 'create container');
-    return (JSON.parse(res.body.toString('utf8')) as { Id: string }).Id;
+    return (
+      (JSON.parse(res.body.toString('utf8')) as { Id?: string; id?: string }).Id ??
+      (JSON.parse(res.body.toString('utf8')) as { id: string }).id
+    );
   }
 
   async startContainer(id: string, signal?: AbortSignal): Promise<void> {
@@ -361,6 +403,14 @@ function normalizeStatus(s: string | undefined): ContainerStatus {
     default:
       return 'unknown';
   }
+}
+
+/** No raw sockets (no ARP or packet spoofing on the shared bridge), no device nodes, no audit, no chroot. */
+const DROPPED_CAPS = ['NET_RAW', 'MKNOD', 'AUDIT_WRITE', 'SYS_CHROOT'];
+
+/** Podman's `--userns` for exactly this mapping (an `auto` mode whose mapping is given whole needs no /etc/subuid entry of its own). */
+function podmanUserns(ids: IdMap): string {
+  return `auto:uidmapping=0:${ids.uid}:${ids.size},gidmapping=0:${ids.gid}:${ids.size}`;
 }
 
 /** The engine's message on one line (a user's error is one line). */

@@ -28,6 +28,20 @@ export interface ContainerSpec {
   /** An init process as PID 1 that reaps orphans. */
   init: boolean;
   runtime?: string;
+  /**
+   * Root in the container is this host uid/gid range. Podman maps each container so; Docker
+   * 20.10 maps every container of a daemon started with `userns-remap`, and ignores this.
+   */
+  idMap?: IdMap | null;
+}
+
+export interface IdMap {
+  /** The host uid that is root (uid 0) in the container. */
+  uid: number;
+  /** The host gid that is gid 0 in the container. */
+  gid: number;
+  /** How many ids are mapped, from 0 up. */
+  size: number;
 }
 
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'exited' | 'dead' | 'unknown';
@@ -68,6 +82,8 @@ export interface EngineVersion {
 export interface Engine {
   readonly endpoint: string;
   version(signal?: AbortSignal): Promise<EngineVersion>;
+  /** The range a daemon remaps every container to (dockerd's userns-remap), or null. */
+  remappedRoot(signal?: AbortSignal): Promise<IdMap | null>;
   inspectImage(ref: string, signal?: AbortSignal): Promise<ImageInfo | null>;
   loadImage(archive: Readable, signal?: AbortSignal): Promise<void>;
   /**

@@ -1,16 +1,16 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
+import type { CreateEnvRequest, EnvInfo, EnvState, Isolation, Limits, NetworkMode } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { decodeIdentity, encodeIdentity, identityHash, type Identity } from '../core/identity.js';
 import { validateEnvName, validateLabel } from '../core/names.js';
 import { failpoint } from '../core/failpoint.js';
 import { AgentConnection, AgentGoneError } from '../agent/client.js';
-import type { ContainerSpec, Engine, Mount } from '../engine/engine.js';
+import type { ContainerSpec, Engine, IdMap, Mount } from '../engine/engine.js';
 import type { EnvRow, StateDb } from '../state/state-db.js';
 import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
@@ -21,7 +21,7 @@ import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { supervisionOf } from './supervision.js';
 import type { FirewallResult } from './firewall.js';
-import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
+import type { AgentChannel, Isolation as NetworkIsolation, WorkspaceProvisioner } from '../engine/backend.js';
 import { HostWorkspaces, iptablesIsolation, UnixSocketChannel } from './local-backend.js';
 import { debianMirrorEntries } from '../core/egress-policy.js';
 import { EgressStore } from '../state/egress-store.js';
@@ -29,6 +29,7 @@ import { readAptSources } from '../toolchain/base-image.js';
 import { EgressService } from './egress/service.js';
 import { CA_PATH_IN_ENV, trustEnv, type NodeConfig } from './node-config.js';
 import type { NodeSecrets } from './secrets/node-secrets.js';
+import { ownTree } from './userns.js';
 
 export const LABEL = {
   managed: 'org.berth.managed',
@@ -37,6 +38,7 @@ export const LABEL = {
   name: 'org.berth.name',
   agent: 'org.berth.agent',
   task: 'org.berth.task',
+  isolation: 'org.berth.isolation',
 } as const;
 
 const AGENT_SOCKET_IN_ENV = '/.berth/run/agent.sock';
@@ -55,7 +57,7 @@ export interface ManagerOptions {
   backend?: {
     agentChannel?: (row: EnvRow) => AgentChannel;
     workspaces?: WorkspaceProvisioner;
-    isolation?: Isolation;
+    isolation?: NetworkIsolation;
   };
 }
 
@@ -71,12 +73,12 @@ export class EnvManager {
   readonly egress: EgressService;
 
   private readonly workspaces: WorkspaceProvisioner;
-  private readonly isolation: Isolation;
+  private readonly netIsolation: NetworkIsolation;
   private readonly agentChannel: (row: EnvRow) => AgentChannel;
 
   constructor(private readonly o: ManagerOptions) {
     this.workspaces = o.backend?.workspaces ?? new HostWorkspaces(o.config.cow);
-    this.isolation = o.backend?.isolation ?? iptablesIsolation;
+    this.netIsolation = o.backend?.isolation ?? iptablesIsolation;
     this.agentChannel = o.backend?.agentChannel ?? ((row) => new UnixSocketChannel(join(row.dir, 'run', 'agent.sock')));
     this.egress = new EgressService({
       nodeId: o.config.nodeId,
@@ -174,6 +176,7 @@ export class EnvManager {
       !internal.poolId &&
       !req.noPool &&
       network === 'egress' &&
+      (req.isolation ?? this.o.config.isolation) === this.o.config.isolation &&
       !customLimits &&
       req.inheritTrust !== false &&
       !egress.policy &&
@@ -230,13 +233,17 @@ export class EnvManager {
       this.egress.register(row, egress.policy, egress.budget);
       await failpoint('create:after-row');
       mkdirSync(join(dir, 'run'), { recursive: true, mode: 0o700 });
+      // gVisor runs its own kernel over the host's; this runsc takes no uid mapping.
+      const isolation = req.isolation ?? this.o.config.isolation;
+      const ids = isolation === 'gvisor' ? null : await this.idMap(sig);
+      if (ids) chownSync(join(dir, 'run'), ids.uid, ids.gid);
       const ws = join(dir, 'workspace');
       const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
       const fromTree = !!tree && existsSync(tree);
       const makeContainer = async (): Promise<string> => {
         if (network === 'egress') await this.ensureNetwork(sig);
         const volumes = await this.ensureCaches(cacheKeys, sig);
-        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes), sig);
+        const cid = await this.o.engine.createContainer(this.containerSpec(row, resolved.mirror, volumes, ids, isolation), sig);
         this.o.db.updateEnv(id, { container_id: cid });
         return cid;
       };
@@ -259,6 +266,8 @@ export class EnvManager {
         if (made.status === 'rejected') throw made.reason;
         containerId = made.value;
       }
+      // Root inside is an unprivileged uid on the host: it owns its workspace, nothing else.
+      await ownTree(ws, ids, sig);
       await failpoint('create:after-container');
       await this.startContainer(row, containerId, sig);
       const conn = await this.connectAgent(row, containerId, sig);
@@ -334,7 +343,34 @@ export class EnvManager {
   /** Called when pools may need refilling. */
   onPoolChange: (() => void) | undefined;
 
-  private containerSpec(row: EnvRow, mirror: string, volumes: Array<{ name: string; target: string }>): ContainerSpec {
+  private idMapping: Promise<IdMap | null> | undefined;
+
+  /**
+   * The host range root in an environment maps to: the one a remapping daemon chose (dockerd's
+   * userns-remap), else the node's own on an engine that maps per container (Podman), else
+   * none (a Docker daemon without userns-remap: said once in the log).
+   */
+  idMap(signal?: AbortSignal): Promise<IdMap | null> {
+    const next = (this.idMapping ??= (async () => {
+      const remap = await this.o.engine.remappedRoot(signal);
+      if (remap) return remap;
+      if (this.o.engineName === 'podman') return this.o.config.userns;
+      this.o.log('berth: the Docker daemon does not remap user namespaces (userns-remap): root in an environment is root on the host');
+      return null;
+    })());
+    next.catch(() => {
+      if (this.idMapping === next) this.idMapping = undefined;
+    });
+    return next;
+  }
+
+  private containerSpec(
+    row: EnvRow,
+    mirror: string,
+    volumes: Array<{ name: string; target: string }>,
+    ids: IdMap | null,
+    isolation: Isolation,
+  ): ContainerSpec {
     const c = this.o.config;
     const mounts: Mount[] = [
       { source: join(row.dir, 'workspace'), target: '/workspace', readOnly: false },
@@ -363,6 +399,7 @@ export class EnvManager {
       [LABEL.node]: c.nodeId,
       [LABEL.env]: row.id,
       [LABEL.name]: row.name,
+      [LABEL.isolation]: isolation,
     };
     if (row.agent) labels[LABEL.agent] = row.agent;
     if (row.task) labels[LABEL.task] = row.task;
@@ -381,6 +418,8 @@ export class EnvManager {
       ulimits: c.ulimits,
       network: row.network === 'none' ? 'none' : c.networkName,
       init: true,
+      idMap: ids,
+      ...(isolation === 'gvisor' ? { runtime: 'runsc' } : {}),
     };
   }
 
@@ -395,7 +434,7 @@ export class EnvManager {
       const done = await prev?.catch(() => undefined);
       if (done?.complete) return done;
       const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
-      const fw = await this.isolation.isolate(net);
+      const fw = await this.netIsolation.isolate(net);
       if (fw.detail !== done?.detail) this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
       // Fail closed: without isolation, no environment gets the shared network.
       if (!fw.applied && process.env.BERTH_ALLOW_UNISOLATED !== '1') {

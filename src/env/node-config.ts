@@ -3,10 +3,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, renameSync } from '
 import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Limits as LimitsSchema, type Limits } from '../core/api.js';
+import { Isolation, Limits as LimitsSchema, type Limits } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
 import { berthHome } from '../core/home.js';
 import { cacheDir } from '../toolchain/base-image.js';
+import { loadIdMap, type IdMap } from './userns.js';
 
 export interface NodeConfig {
   home: string;
@@ -32,6 +33,13 @@ export interface NodeConfig {
    * (BERTH_AGENT_REPO_ROOTS, colon-separated). Agent tokens may always name a URL.
    */
   agentRepoRoots: string[];
+  /**
+   * The host range root in an environment maps to, on an engine where the node chooses
+   * (Podman); null with BERTH_USERNS=host. A Docker daemon remaps by its own configuration.
+   */
+  userns: IdMap | null;
+  /** The isolation tier of an environment that names none (BERTH_ISOLATION: runc or gvisor). */
+  isolation: Isolation;
 }
 
 export { berthHome };
@@ -63,7 +71,15 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
       .split(':')
       .filter(Boolean)
       .map((p) => resolve(p)),
+    userns: loadIdMap(env),
+    isolation: parseIsolation(env.BERTH_ISOLATION),
   };
+}
+
+function parseIsolation(raw: string | undefined): Isolation {
+  const r = Isolation.safeParse(raw || 'runc');
+  if (!r.success) throw new BerthError('usage', `BERTH_ISOLATION must be runc or gvisor, not ${JSON.stringify(raw)}`);
+  return r.data;
 }
 
 /** Limits are on by default; a malformed override is an error, never "unlimited". */

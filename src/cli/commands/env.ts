@@ -22,6 +22,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
       'task',
       'network',
       'memory',
+      'isolation',
       'cpus',
       'pids',
       'identity',
@@ -50,6 +51,10 @@ export async function cmdNew(argv: string[]): Promise<number> {
   if (network !== undefined && network !== 'egress' && network !== 'none') {
     throw new BerthError('usage', `--network must be egress or none, not ${JSON.stringify(network)}`);
   }
+  const isolation = flag(p, 'isolation');
+  if (isolation !== undefined && isolation !== 'runc' && isolation !== 'gvisor') {
+    throw new BerthError('usage', `--isolation must be runc or gvisor, not ${JSON.stringify(isolation)}`);
+  }
   const limits: NonNullable<CreateEnvRequest['limits']> = {};
   const mem = numberFlag(p, 'memory');
   const cpus = numberFlag(p, 'cpus');
@@ -70,6 +75,7 @@ export async function cmdNew(argv: string[]): Promise<number> {
     agent: flag(p, 'agent'),
     task: flag(p, 'task'),
     network,
+    ...(isolation ? { isolation } : {}),
     limits: Object.keys(limits).length ? limits : undefined,
     ...(bool(p, 'no-trust') ? { inheritTrust: false } : {}),
     ...(bool(p, 'no-pool') ? { noPool: true } : {}),
