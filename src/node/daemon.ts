@@ -27,7 +27,7 @@ import { createApiServer, type ExtraHandler } from './server.js';
 import { TokenStore } from './tokens.js';
 import { NodeSecrets } from '../env/secrets/node-secrets.js';
 import { BlobStore } from '../workspace/blob-store.js';
-import { setupStorage } from '../workspace/storage.js';
+import { releaseStorage, setupStorage } from '../workspace/storage.js';
 import { PtySessions } from '../env/pty-sessions.js';
 import { PoolKeeper } from '../env/pools.js';
 import { Reaper } from '../env/reaper.js';
@@ -75,7 +75,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
   // One daemon per home: the lock is taken before reconciling, so a second daemon can never
   // mistake the first one's work in progress for a crash's leftovers.
   const releaseLock = takeLock(join(config.home, 'daemon.lock'), socketPath);
-  const cleanups: Array<() => void | Promise<void>> = [releaseLock];
+  // Last out before the lock: a loop file this node mounted, once it holds no environment.
+  const cleanups: Array<() => void | Promise<void>> = [releaseLock, () => releaseStorage(storage, config.home, log)];
   const unwind = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c();
   };

@@ -6,7 +6,7 @@
 // it) is a subvolume snapshot, made in constant time whatever the workspace holds. Where it
 // cannot (not root, no btrfs-progs, no loop device), trees are whole copies: forks still carry
 // everything, at a cost that grows with the workspace.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureBtrfsStorage, isBtrfs } from './btrfs.js';
@@ -81,4 +81,22 @@ async function migrateTrees(from: string, to: string, log: (l: string) => void):
   for (const n of names) await migrateTree(join(from, n), join(to, n));
   rmSync(from, { recursive: true, force: true });
   if (names.length) log(`berth: storage: moved ${names.length} snapshot tree(s) into copy-on-write storage`);
+}
+
+/**
+ * Unmounts the loop file a node mounted in its home, when the node stops holding no
+ * environment (a throwaway home can then be deleted like any directory). A node whose
+ * environments outlive it (their containers keep running) leaves it mounted for its next start.
+ */
+export function releaseStorage(storage: Storage, home: string, log: (l: string) => void): void {
+  if (storage.kind !== 'btrfs' || storage.workRoot === home) return;
+  let envs: string[] = [];
+  try {
+    envs = readdirSync(join(storage.workRoot, 'envs'));
+  } catch {
+    /* no envs directory: nothing in use */
+  }
+  if (envs.length) return;
+  const r = spawnSync('umount', [storage.workRoot], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) log(`berth: storage: left ${storage.workRoot} mounted: ${(r.stderr || '').trim()}`);
 }
