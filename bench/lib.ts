@@ -449,7 +449,9 @@ export class EngineApi {
 
   constructor(
     readonly engine: EngineName,
-    readonly socketPath = ENGINE_SOCKET[engine],
+    // The engines berth itself was pointed at (BERTH_PODMAN_SOCKET, BERTH_DOCKER_SOCKET), else the usual sockets.
+    readonly socketPath = (engine === 'podman' ? process.env.BERTH_PODMAN_SOCKET : process.env.BERTH_DOCKER_SOCKET) ||
+      ENGINE_SOCKET[engine],
   ) {}
 
   private raw(method: string, path: string, body: unknown, agent: http.Agent | false): Promise<{ status: number; body: Buffer }> {
