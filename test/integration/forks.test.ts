@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeRepo, NodeFixture, testEngines, failureTracker } from '../helpers/fixture.js';
 import type { EnvInfo, NodeInfo, SnapshotInfo } from '../../src/core/api.js';
+import { Berth } from '../../src/sdk/index.js';
+import { join } from 'node:path';
 
 // What `npm install` and a build leave behind, made by the test: packages with a bin link, a
 // package that needs its dependency, a large file, and build output, all ignored by git.
@@ -91,6 +93,27 @@ for (const engine of testEngines()) {
           assert.equal((await cow.cli(['describe', 'dup'])).code, 4);
           const none = await cow.cli(['fork', s.id]);
           assert.equal(none.code, 2);
+        })(),
+      ));
+
+    it('forks several at once through the SDK, all or none', () =>
+      track(
+        (async () => {
+          const berth = await Berth.connect({ socketPath: join(cow.home, 'berth.sock') });
+          try {
+            const s = (await berth.snapshots()).find((x) => x.env === 'ex1')!;
+            const envs = await berth.forkMany(s, ['sdk-1', 'sdk-2']);
+            assert.deepEqual(
+              envs.map((e) => e.name),
+              ['sdk-1', 'sdk-2'],
+            );
+            assert.match((await cow.cli(['exec', 'sdk-2', '--', 'node_modules/.bin/tool'])).stdout, /tool ran/);
+            await assert.rejects(berth.forkMany(s, ['sdk-3', 'sdk-1']), /already exists/);
+            assert.equal((await cow.cli(['describe', 'sdk-3'])).code, 4, 'sdk-3 was left behind');
+            await cow.cli(['rm', '--discard', 'sdk-1', 'sdk-2']);
+          } finally {
+            berth.close();
+          }
         })(),
       ));
 
