@@ -708,7 +708,9 @@ export class EnvManager {
         throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
       if (c.status !== 'running') {
         await this.startContainer(row, c.id);
-        return this.connectAgent(row, c.id);
+        const conn = await this.connectAgent(row, c.id);
+        await conn.request({ op: 'service.restore' });
+        return conn;
       }
       throw new BerthError('internal', `environment ${row.name}'s agent is not answering`);
     }
@@ -750,6 +752,21 @@ export class EnvManager {
     }
   }
 
+  /** The agent starts the services it saved: only ever after the environment's rules are in place. */
+  private async restoreServices(row: EnvRow, containerId: string): Promise<void> {
+    const conn = await this.connectAgent(row, containerId);
+    const r = await conn.request({ op: 'service.restore' });
+    if (!r.ok) throw new BerthError('internal', `could not restore ${row.name}'s services: ${r.error?.message ?? 'no answer'}`);
+  }
+
+  /** As restoreServices, off the start-up path (the network rules of the node come after). */
+  private restoreLater(row: EnvRow, containerId: string): void {
+    setImmediate(
+      () =>
+        void this.restoreServices(row, containerId).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`)),
+    );
+  }
+
   // ---- reconciliation ------------------------------------------------------------------
 
   /**
@@ -764,6 +781,7 @@ export class EnvManager {
     let vanished = 0;
     const containers = await this.o.engine.listContainers({ [LABEL.managed]: 'true', [LABEL.node]: this.o.config.nodeId });
     const byEnv = new Map(containers.map((c) => [c.labels[LABEL.env] ?? '', c]));
+    const restores: Array<[EnvRow, string]> = [];
     for (const row of this.o.db.listEnvs()) {
       const c = byEnv.get(row.id);
       byEnv.delete(row.id);
@@ -782,14 +800,25 @@ export class EnvManager {
           vanished++;
         }
       } else if (c.status === 'exited' || c.status === 'created') {
-        // After a reboot the firewall rules are gone: they go back before the container runs.
-        await this.startContainer(row, c.id).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
-      } else if (this.egress.has(row.id)) {
-        // Still running (a daemon restart): its rules are re-made for this daemon's listeners.
-        await this.attachEgress(row, c.id).catch(async (err: unknown) => {
-          this.o.log(`berth: ${row.name}: ${(err as Error).message}`);
-          if (c.status === 'running') await this.pauseById(row.id, 'its egress rules could not be applied').catch(() => {});
-        });
+        // After a reboot the firewall rules are gone: they go back before the container runs,
+        // and its saved services only after that.
+        await this.startContainer(row, c.id)
+          .then(() => this.restoreServices(row, c.id))
+          .catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
+      } else if (c.status === 'running') {
+        // Still running (a daemon restart, or the engine started it while the daemon was down):
+        // its rules are re-made for this daemon's listeners, then its saved services may start.
+        const attached = this.egress.has(row.id)
+          ? await this.attachEgress(row, c.id).then(
+              () => true,
+              async (err: unknown) => {
+                this.o.log(`berth: ${row.name}: ${(err as Error).message}`);
+                await this.pauseById(row.id, 'its egress rules could not be applied').catch(() => {});
+                return false;
+              },
+            )
+          : true;
+        if (attached) restores.push([row, c.id]);
       }
     }
     for (const c of byEnv.values()) {
@@ -805,6 +834,7 @@ export class EnvManager {
       await this.ensureNetwork(undefined, true).catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
     // Egress rules an earlier daemon left for addresses no environment holds now go.
     await this.egress.reconciled().catch((err: unknown) => this.o.log(`berth: egress rules: ${(err as Error).message}`));
+    for (const [row, id] of restores) this.restoreLater(row, id);
     // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
     return { removedHalfMade, removedOrphans, vanished };
   }
