@@ -110,7 +110,9 @@ async function forkSide(engine: EngineName, digest: string, repo: string): Promi
   await mustRun(engineCli, ['exec', '-w', '/workspace', seed, 'sh', '-c', 'mkdir -p /workspace'], { timeoutMs: 60_000 });
   await mustRun(engineCli, ['exec', '-w', '/workspace', seed, '/usr/local/bin/gen-node', '-e', generator(opts.mb)], { timeoutMs: 900_000 });
   const commitMs = await timed(() => mustRun(engineCli, ['commit', seed, image], { timeoutMs: 900_000 }));
-  onCleanup(`${engine} rmi ${image}`, () => void mustRun(engineCli, ['rmi', '-f', image]).catch(() => undefined));
+  onCleanup(`${engine} rmi ${image}`, async () => {
+    await mustRun(engineCli, ['rmi', '-f', image]);
+  });
   await removeContainer(engine, seed);
   const peerLoad = load();
   const runMs = await timed(() =>
