@@ -3,6 +3,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { readDevcontainer, type Devcontainer } from '../../core/devcontainer.js';
+import { lineOf, offsetOf, parseDevcontainerText } from '../../core/devcontainer-text.js';
 import { BerthError } from '../../core/errors.js';
 
 export interface LoadedDevcontainer {
@@ -13,6 +14,15 @@ export interface LoadedDevcontainer {
   /** The folder the file configures (`${localWorkspaceFolder}`). */
   workspaceFolder: string;
   config: Devcontainer;
+  /** The path shown in messages. */
+  shown: string;
+  text: string;
+}
+
+/** The line of a field of the file (its key), for messages about it. */
+export function lineOfField(dc: LoadedDevcontainer, fieldPath: string[]): number {
+  const { src } = parseDevcontainerText(dc.shown, dc.text);
+  return lineOf(dc.text, offsetOf(src, fieldPath, true)).line;
 }
 
 /** The devcontainer.json a path names: the file itself, or a folder's `.devcontainer/devcontainer.json` or `.devcontainer.json`. */
@@ -47,11 +57,17 @@ export async function loadDevcontainer(
   const text = await readFile(file, 'utf8');
   if (text.length > 1 << 20) throw new BerthError('invalid_devcontainer', `${p}: larger than 1 MiB`);
   const workspaceFolder = opts.workspaceFolder ? path.resolve(opts.workspaceFolder) : workspaceFolderOf(file);
-  const shown = opts.shownAs ?? path.relative(process.cwd(), file);
-  const config = readDevcontainer(shown.startsWith('..') || shown === '' ? file : shown, text, {
+  const given = path.resolve(p);
+  const shown = opts.shownAs
+    ? given === file
+      ? opts.shownAs
+      : path.join(opts.shownAs, path.relative(given, file))
+    : path.relative(process.cwd(), file);
+  const as = shown.startsWith('..') || shown === '' ? file : shown;
+  const config = readDevcontainer(as, text, {
     localWorkspaceFolder: workspaceFolder,
     localEnv: opts.env ?? process.env,
     allowPrivileged: opts.allowPrivileged ?? process.env.BERTH_ALLOW_PRIVILEGED === '1',
   });
-  return { file, dir: path.dirname(file), workspaceFolder, config };
+  return { file, dir: path.dirname(file), workspaceFolder, config, shown: as, text };
 }
