@@ -170,6 +170,9 @@ async function handle(ctx: OpContext, op: AgentOp): Promise<void> {
       return ctx.respond({ ok: true, services: services.list() });
     case 'service.check':
       return ctx.respond({ ok: true, services: await services.check() });
+    case 'service.restore':
+      services.restore();
+      return ctx.respond({ ok: true, services: services.list() });
     case 'logs':
       return logs(ctx, op);
     case 'describe':
@@ -281,7 +284,7 @@ rmSync(socketPath, { force: true });
 const server = createServer(serve);
 server.listen(socketPath, () => {
   chmodSync(socketPath, 0o600);
-  services.restore();
+  // Saved services wait for the node's `service.restore`, sent once its rules are in place.
   // Warm the toolchain-version cache off the critical path, so `describe` is fast at once.
   setTimeout(() => void toolVersions(), 1500).unref();
 });

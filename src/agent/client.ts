@@ -1,6 +1,7 @@
 // The daemon's side of the agent connection: one persistent unix-socket connection per
 // environment, with many multiplexed streams on it.
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder, Kind, type AgentOp, type AgentResponse } from './protocol.js';
 
 export interface StreamHandlers {
@@ -39,9 +40,9 @@ export class AgentConnection {
   private readonly pending = new Map<number, Pending>();
   private closed = false;
 
-  private constructor(private readonly sock: Socket) {
+  private constructor(private readonly sock: Duplex) {
     const decoder = new FrameDecoder();
-    sock.setNoDelay(true);
+    if (sock instanceof Socket) sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => {
       let frames;
       try {
@@ -74,6 +75,14 @@ export class AgentConnection {
     });
     sock.on('close', () => this.fail(new AgentGoneError()));
     sock.on('error', (err) => this.fail(new AgentGoneError(`agent connection failed: ${err.message}`)));
+  }
+
+  /**
+   * A connection over any byte stream to the agent (a Kubernetes exec or port-forward stream,
+   * say), not only a unix socket on this host.
+   */
+  static fromStream(stream: Duplex): AgentConnection {
+    return new AgentConnection(stream);
   }
 
   static open(socketPath: string, signal?: AbortSignal): Promise<AgentConnection> {

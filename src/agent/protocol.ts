@@ -139,6 +139,13 @@ export interface ServiceListOp {
 export interface ServiceCheckOp {
   op: 'service.check';
 }
+/**
+ * After a container restart, the node asks for the saved services once its rules for the
+ * environment are in place (egress, isolation): never before, so nothing they send escapes.
+ */
+export interface ServiceRestoreOp {
+  op: 'service.restore';
+}
 export interface LogsOp {
   op: 'logs';
   name: string;
@@ -178,6 +185,7 @@ export type AgentOp =
   | PtyOp
   | ConnectOp
   | ServiceStartOp
+  | ServiceRestoreOp
   | ServiceStopOp
   | ServiceListOp
   | ServiceCheckOp

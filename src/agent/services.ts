@@ -303,13 +303,19 @@ const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export class ServiceManager {
   private readonly services = new Map<string, Service>();
 
-  /** After a container restart: bring back what was running. */
+  private restored = false;
+
+  /** After a container restart: bring back what was running (once; later calls do nothing). */
   restore(): void {
+    if (this.restored) return;
+    this.restored = true;
     if (!existsSync(STATE_FILE)) return;
     try {
       const saved = JSON.parse(readFileSync(STATE_FILE, 'utf8')) as ServiceSpec[];
-      for (const spec of saved) this.services.set(spec.name, new Service(spec));
-      for (const s of this.services.values()) s.start();
+      // A service started since this agent began is not started twice.
+      const fresh = saved.filter((spec) => !this.services.has(spec.name)).map((spec) => new Service(spec));
+      for (const s of fresh) this.services.set(s.spec.name, s);
+      for (const s of fresh) s.start();
     } catch {
       /* a corrupt state file: start with none */
     }

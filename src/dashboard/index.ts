@@ -8,7 +8,7 @@ import { NodeClient } from '../client/client.js';
 import { BerthError } from '../core/errors.js';
 import { loadAssets } from './assets.js';
 import { Feed } from './feed.js';
-import { createDashboardServer } from './server.js';
+import { createDashboardServer, DASHBOARD_HOST } from './server.js';
 import { Sessions } from './session.js';
 import { Sources } from './sources.js';
 
@@ -108,7 +108,7 @@ export class Dashboard {
     port = typeof a === 'object' && a ? a.port : port;
     writeFileSync(portFile, String(port) + '\n');
     this.server = server;
-    this.url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.url = `http://${DASHBOARD_HOST}:${port}`;
     await this.feed.start();
     this.o.log(`berth: dashboard on ${this.url} (\`berth dashboard\` prints a login link)`);
   }

@@ -1,6 +1,9 @@
-// The dashboard's HTTP server, on loopback. Three kinds of host reach it: the dashboard itself
-// (127.0.0.1:PORT or localhost:PORT), preview hosts (PORT--ENV.localhost:PORT), and anything
-// else, refused (a DNS-rebinding page names a host of its own). Every answer from the dashboard
+// The dashboard's HTTP server, on loopback. Four kinds of host reach it: the dashboard itself
+// (berth.localhost:PORT), the bare loopback names (127.0.0.1:PORT, localhost:PORT), sent on to
+// berth.localhost without a cookie, preview hosts (PORT--ENV.localhost:PORT), and anything else,
+// refused (a DNS-rebinding page names a host of its own). The session cookie is host-only on
+// berth.localhost: browsers send a cookie to every port of its host, so one set on 127.0.0.1
+// would reach any app an environment forwards to 127.0.0.1 or localhost (`berth forward`). Every answer from the dashboard
 // carries a strict Content-Security-Policy and may not be framed; every request that changes
 // something, and every WebSocket, must come from the dashboard's own origin.
 import http from 'node:http';
@@ -82,8 +85,16 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
   });
 }
 
-/** The dashboard's own host names on this port. */
+/** The dashboard's own name: browsers send every *.localhost name to loopback. */
+export const DASHBOARD_HOST = 'berth.localhost';
+
+/** The dashboard's own host on this port. */
 function ownHost(host: string | undefined, port: number): boolean {
+  return host === `${DASHBOARD_HOST}:${port}`;
+}
+
+/** A bare loopback name of this port: sent on to the dashboard's own name. */
+function bareHost(host: string | undefined, port: number): boolean {
   return host === `127.0.0.1:${port}` || host === `localhost:${port}` || host === `[::1]:${port}`;
 }
 
@@ -107,7 +118,9 @@ export function createDashboardServer(p: DashboardParts): http.Server {
       ? servePreview(p, preview, req, res)
       : ownHost(host, port())
         ? serveDashboard(p, req, res, signedIn)
-        : refuseHost(res);
+        : bareHost(host, port())
+          ? toOwnHost(req, res, port())
+          : refuseHost(res);
     go.catch((err: unknown) => fail(res, err, p.log));
   });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -136,6 +149,13 @@ export function createDashboardServer(p: DashboardParts): http.Server {
     for (const c of wss.clients) c.terminate();
   });
   return server;
+}
+
+/** Same path on berth.localhost; a login link's #fragment goes along (browsers keep it). */
+async function toOwnHost(req: http.IncomingMessage, res: http.ServerResponse, port: number): Promise<void> {
+  req.resume();
+  res.writeHead(308, { ...SECURITY, location: `http://${DASHBOARD_HOST}:${port}${req.url ?? '/'}`, 'cache-control': 'no-store' });
+  res.end();
 }
 
 async function refuseHost(res: http.ServerResponse): Promise<void> {

@@ -119,7 +119,10 @@ export async function execBuffered(
   name: string,
   req: ExecRequest,
   res?: { once(e: 'close', f: () => void): unknown; writableEnded: boolean },
+  /** Ends the command (SIGKILL to all it started) and answers with the signal's reason. */
+  signal?: AbortSignal,
 ): Promise<ExecResult> {
+  signal?.throwIfAborted();
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   let size = 0;
@@ -136,7 +139,18 @@ export async function execBuffered(
   res?.once('close', () => {
     if (!res.writableEnded) run.signal('SIGKILL');
   });
-  const r = await run.result;
+  let stop = (): void => {};
+  const aborted = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    const onAbort = (): void => {
+      run.signal('SIGKILL');
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    stop = () => signal.removeEventListener('abort', onAbort);
+  });
+  aborted.catch(() => {});
+  const r = await Promise.race([run.result, aborted]).finally(stop);
   return { ...r, stdout: Buffer.concat(out).toString('base64'), stderr: Buffer.concat(err).toString('base64'), truncated };
 }
 

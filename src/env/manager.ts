@@ -1,7 +1,7 @@
 // The environment manager: lifecycle (create, list, remove), exec through each
 // environment's agent, describe, and reconciliation with the engine after a restart.
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CreateEnvRequest, EnvInfo, EnvState, Limits, NetworkMode } from '../core/api.js';
@@ -16,12 +16,13 @@ import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
 import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../workspace/cache-keys.js';
 import type { BlobStore } from '../workspace/blob-store.js';
-import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
 import { supervisionOf } from './supervision.js';
-import { isolateNetwork, type FirewallResult } from './firewall.js';
+import type { FirewallResult } from './firewall.js';
+import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
+import { HostWorkspaces, iptablesIsolation, UnixSocketChannel } from './local-backend.js';
 import { debianMirrorEntries } from '../core/egress-policy.js';
 import { EgressStore } from '../state/egress-store.js';
 import { readAptSources } from '../toolchain/base-image.js';
@@ -50,6 +51,12 @@ export interface ManagerOptions {
   log: (line: string) => void;
   /** Secrets the node swaps in on the wire; environments hold placeholders. */
   secrets?: NodeSecrets;
+  /** The backend's ports (src/engine/backend.ts); a local node's by default. */
+  backend?: {
+    agentChannel?: (row: EnvRow) => AgentChannel;
+    workspaces?: WorkspaceProvisioner;
+    isolation?: Isolation;
+  };
 }
 
 export class EnvManager {
@@ -63,7 +70,14 @@ export class EnvManager {
   /** Egress policies and budgets (src/env/egress). */
   readonly egress: EgressService;
 
+  private readonly workspaces: WorkspaceProvisioner;
+  private readonly isolation: Isolation;
+  private readonly agentChannel: (row: EnvRow) => AgentChannel;
+
   constructor(private readonly o: ManagerOptions) {
+    this.workspaces = o.backend?.workspaces ?? new HostWorkspaces(o.config.cow);
+    this.isolation = o.backend?.isolation ?? iptablesIsolation;
+    this.agentChannel = o.backend?.agentChannel ?? ((row) => new UnixSocketChannel(join(row.dir, 'run', 'agent.sock')));
     this.egress = new EgressService({
       nodeId: o.config.nodeId,
       home: o.config.home,
@@ -229,13 +243,12 @@ export class EnvManager {
       let containerId: string;
       if (fromTree) {
         // Copy-on-write: the whole workspace as it was, ignored files too, in constant time.
-        await snapshotSubvolume(tree, ws, false);
+        await this.workspaces.cloneTree(tree, ws);
         containerId = await makeContainer();
       } else {
         // The container is made while the workspace is checked out: the bind mount only needs
         // the directory to exist.
-        if (this.o.config.cow) await createSubvolume(ws);
-        else mkdirSync(ws);
+        await this.workspaces.create(ws);
         const [checkout, made] = await Promise.allSettled([
           checkoutWorkspace(resolved, ws, `berth/${name}`, sig).then(() => {
             if (snapshot) applyToFreshWorkspace(ws, snapshot.manifest, snapshot.blobs);
@@ -382,7 +395,7 @@ export class EnvManager {
       const done = await prev?.catch(() => undefined);
       if (done?.complete) return done;
       const net = await this.o.engine.ensureNetwork(this.o.config.networkName, { [LABEL.managed]: 'true' }, signal);
-      const fw = await isolateNetwork(net);
+      const fw = await this.isolation.isolate(net);
       if (fw.detail !== done?.detail) this.o.log(`berth: network ${net.name} (${net.subnets.join(', ')}): ${fw.detail}`);
       // Fail closed: without isolation, no environment gets the shared network.
       if (!fw.applied && process.env.BERTH_ALLOW_UNISOLATED !== '1') {
@@ -476,7 +489,7 @@ export class EnvManager {
     for (const cid of containers) await this.o.engine.removeContainer(cid);
     await this.egress.detach(row.id);
     const ws = join(row.dir, 'workspace');
-    if (this.o.config.cow && (await isSubvolume(ws))) await deleteSubvolume(ws);
+    await this.workspaces.remove(ws);
     rmSync(row.dir, { recursive: true, force: true });
     this.o.db.deleteEnv(row.id);
     this.stats.forget(row.id);
@@ -690,9 +703,9 @@ export class EnvManager {
 
   private async reconnect(row: EnvRow): Promise<AgentConnection> {
     try {
-      const sock = join(row.dir, 'run', 'agent.sock');
-      if (!isSocket(sock)) throw new Error('no agent socket');
-      return await AgentConnection.open(sock, AbortSignal.timeout(2000));
+      const channel = this.agentChannel(row);
+      if (!(await channel.ready())) throw new Error('no agent socket');
+      return AgentConnection.fromStream(await channel.open(AbortSignal.timeout(2000)));
     } catch {
       const c = row.container_id ? await this.o.engine.inspectContainer(row.container_id) : null;
       if (!c) {
@@ -703,21 +716,23 @@ export class EnvManager {
         throw new BerthError('not_running', `environment ${row.name} is paused`, `resume it with \`berth resume ${row.name}\``);
       if (c.status !== 'running') {
         await this.startContainer(row, c.id);
-        return this.connectAgent(row, c.id);
+        const conn = await this.connectAgent(row, c.id);
+        await conn.request({ op: 'service.restore' });
+        return conn;
       }
       throw new BerthError('internal', `environment ${row.name}'s agent is not answering`);
     }
   }
 
   private async connectAgent(row: EnvRow, containerId: string, signal?: AbortSignal): Promise<AgentConnection> {
-    const sock = join(row.dir, 'run', 'agent.sock');
+    const channel = this.agentChannel(row);
     const deadline = Date.now() + 20_000;
     let lastCheck = Date.now();
     for (let delay = 2; ; delay = Math.min(delay * 1.5, 25)) {
       signal?.throwIfAborted();
-      if (isSocket(sock)) {
+      if (await channel.ready()) {
         try {
-          const conn = await AgentConnection.open(sock, signal);
+          const conn = AgentConnection.fromStream(await channel.open(signal));
           const timer = setTimeout(() => conn.close(), 5000); // an agent that never answers
           const pong = await conn.request({ op: 'ping' }).finally(() => clearTimeout(timer));
           if (pong.ok) {
@@ -745,6 +760,21 @@ export class EnvManager {
     }
   }
 
+  /** The agent starts the services it saved: only ever after the environment's rules are in place. */
+  private async restoreServices(row: EnvRow, containerId: string): Promise<void> {
+    const conn = await this.connectAgent(row, containerId);
+    const r = await conn.request({ op: 'service.restore' });
+    if (!r.ok) throw new BerthError('internal', `could not restore ${row.name}'s services: ${r.error?.message ?? 'no answer'}`);
+  }
+
+  /** As restoreServices, off the start-up path (the network rules of the node come after). */
+  private restoreLater(row: EnvRow, containerId: string): void {
+    setImmediate(
+      () =>
+        void this.restoreServices(row, containerId).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`)),
+    );
+  }
+
   // ---- reconciliation ------------------------------------------------------------------
 
   /**
@@ -759,6 +789,7 @@ export class EnvManager {
     let vanished = 0;
     const containers = await this.o.engine.listContainers({ [LABEL.managed]: 'true', [LABEL.node]: this.o.config.nodeId });
     const byEnv = new Map(containers.map((c) => [c.labels[LABEL.env] ?? '', c]));
+    const restores: Array<[EnvRow, string]> = [];
     for (const row of this.o.db.listEnvs()) {
       const c = byEnv.get(row.id);
       byEnv.delete(row.id);
@@ -777,14 +808,25 @@ export class EnvManager {
           vanished++;
         }
       } else if (c.status === 'exited' || c.status === 'created') {
-        // After a reboot the firewall rules are gone: they go back before the container runs.
-        await this.startContainer(row, c.id).catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
-      } else if (this.egress.has(row.id)) {
-        // Still running (a daemon restart): its rules are re-made for this daemon's listeners.
-        await this.attachEgress(row, c.id).catch(async (err: unknown) => {
-          this.o.log(`berth: ${row.name}: ${(err as Error).message}`);
-          if (c.status === 'running') await this.pauseById(row.id, 'its egress rules could not be applied').catch(() => {});
-        });
+        // After a reboot the firewall rules are gone: they go back before the container runs,
+        // and its saved services only after that.
+        await this.startContainer(row, c.id)
+          .then(() => this.restoreServices(row, c.id))
+          .catch((err: unknown) => this.o.log(`berth: ${row.name}: ${(err as Error).message}`));
+      } else if (c.status === 'running') {
+        // Still running (a daemon restart, or the engine started it while the daemon was down):
+        // its rules are re-made for this daemon's listeners, then its saved services may start.
+        const attached = this.egress.has(row.id)
+          ? await this.attachEgress(row, c.id).then(
+              () => true,
+              async (err: unknown) => {
+                this.o.log(`berth: ${row.name}: ${(err as Error).message}`);
+                await this.pauseById(row.id, 'its egress rules could not be applied').catch(() => {});
+                return false;
+              },
+            )
+          : true;
+        if (attached) restores.push([row, c.id]);
       }
     }
     for (const c of byEnv.values()) {
@@ -800,6 +842,7 @@ export class EnvManager {
       await this.ensureNetwork(undefined, true).catch((err: unknown) => this.o.log(`berth: ${(err as Error).message}`));
     // Egress rules an earlier daemon left for addresses no environment holds now go.
     await this.egress.reconciled().catch((err: unknown) => this.o.log(`berth: egress rules: ${(err as Error).message}`));
+    for (const [row, id] of restores) this.restoreLater(row, id);
     // Directories with no row are left by a crash between mkdir and insert; they hold nothing.
     return { removedHalfMade, removedOrphans, vanished };
   }
@@ -808,14 +851,5 @@ export class EnvManager {
     this.egress.close();
     for (const a of this.agents.values()) a.then((c) => c.close()).catch(() => {});
     this.agents.clear();
-  }
-}
-
-/** The environment can write its run directory: follow only a real socket, never a link. */
-function isSocket(path: string): boolean {
-  try {
-    return lstatSync(path).isSocket();
-  } catch {
-    return false;
   }
 }

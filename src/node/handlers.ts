@@ -60,6 +60,8 @@ export interface HandlerCtx<K extends RouteId> {
   body: (typeof ROUTES)[K] extends { request: z.ZodTypeAny } ? z.infer<(typeof ROUTES)[K]['request']> : undefined;
   /** Reports progress on a `progress` route (a no-op on the others). */
   progress: (p: ProgressReport) => void;
+  /** An agent's call that changes the environment: aborted when a human takes it over exclusively. */
+  takenOver?: AbortSignal;
 }
 
 /** An answer with a status other than the route's usual one. */
@@ -131,7 +133,7 @@ export const HANDLERS: Handlers = {
   setBudget: ({ parts, params, body }) => parts.manager.egress.setBudget(parts.manager.row(params.name!), body.budget),
   describe: ({ parts, params }) => describeEnv(parts.manager, params.name!),
   stats: ({ parts, params }) => envStats(parts.manager, params.name!),
-  exec: ({ parts, params, body, res }) => execBuffered(parts.manager, params.name!, body, res),
+  exec: ({ parts, params, body, res, takenOver }) => execBuffered(parts.manager, params.name!, body, res, takenOver),
   batch: ({ parts, params, body }) => runBatch(parts.manager, params.name!, body),
   snap: ({ parts, params, body }) => snap(parts.manager, params.name!, body),
   restore: ({ parts, params, body }) => restore(parts.manager, params.name!, body.snapshot),

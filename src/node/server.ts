@@ -154,6 +154,19 @@ function endOnExclusiveTakeover(o: ServerOptions, name: string, ws: WebSocket): 
   ws.once('close', stop);
 }
 
+/** Aborts, with `taken_over`, when a human takes `name` over exclusively. */
+function takeoverSignal(o: ServerOptions, name: string): { signal: AbortSignal; stop: () => void } {
+  const ac = new AbortController();
+  const stop = o.manager.events.subscribe((e) => {
+    if (e.type !== 'env.takeover' || e.env !== name || !e.exclusive) return;
+    stop();
+    const row = o.manager.db.envByName(name);
+    const lease = (row && leaseOf(row)) ?? { holder: e.holder, since: e.at, note: e.note, exclusive: true };
+    ac.abort(takenOverError(name, lease));
+  });
+  return { signal: ac.signal, stop };
+}
+
 /** Answers one request; undefined when the answer is a stream that the route writes itself. */
 async function route(
   o: ServerOptions,
@@ -182,12 +195,38 @@ async function route(
   const schema: z.ZodType | undefined = r.spec.request;
   const jsonBody = r.spec.kind === 'json' || r.spec.kind === 'progress';
   const body: unknown = jsonBody && schema ? parse(schema, await readJson(req)) : undefined;
-  const ctx = { parts: o, principal, req, res, params, query: url.searchParams, body: body as never, progress: () => {} };
-  if (r.spec.kind === 'progress') {
+  // An agent's call that changes the environment ends when a human takes it over exclusively.
+  const taken = principal.kind === 'agent' && r.spec.access === 'env-write' && params.name ? takeoverSignal(o, params.name) : null;
+  const ctx = {
+    parts: o,
+    principal,
+    req,
+    res,
+    params,
+    query: url.searchParams,
+    body: body as never,
+    progress: () => {},
+    takenOver: taken?.signal,
+  };
+  try {
+    return await answer(r.spec, handle, ctx, res, o);
+  } finally {
+    taken?.stop();
+  }
+}
+
+async function answer(
+  spec: { kind: string; status?: number },
+  handle: (c: HandlerCtx<RouteId>) => Promise<unknown>,
+  ctx: HandlerCtx<RouteId>,
+  res: http.ServerResponse,
+  o: ServerOptions,
+): Promise<Reply | undefined> {
+  if (spec.kind === 'progress') {
     await answerWithProgress(res, o.log, (progress) => handle({ ...ctx, progress }));
     return undefined;
   }
   const out = await handle(ctx);
   if (out instanceof Answer) return { status: out.status, body: out.body };
-  return { status: r.spec.status ?? 200, body: out };
+  return { status: spec.status ?? 200, body: out };
 }

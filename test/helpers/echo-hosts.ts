@@ -78,6 +78,21 @@ export async function startEcho(host: TestHost, pem: string): Promise<EchoHost> 
         counts.set(req.socket, n + 1);
         const seen = { scheme, method: req.method, url: req.url, headers: req.rawHeaders, body: Buffer.concat(chunks).toString(), onConnection: n };
         fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify(seen) + '\\n');
+        // /reflect*: a hostile (or merely verbose) host that sends back what it got, in a header
+        // and in the body, split across writes, gzip'd for a path naming gzip.
+        if (req.url.startsWith('/reflect')) {
+          const all = req.rawHeaders.join('\\n');
+          const body = Buffer.from('you sent: ' + all + '\\n' + 'again: ' + all + '\\n');
+          const headers = { 'content-type': 'text/plain', 'x-you-sent': req.rawHeaders.join(' ').replace(/[^\\x20-\\x7e]/g, '') };
+          if (req.url.includes('gzip')) {
+            const z = require('node:zlib').gzipSync(body);
+            res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': z.length });
+            return res.end(z);
+          }
+          res.writeHead(200, { ...headers, 'content-length': body.length });
+          for (let i = 0; i < body.length; i += 7) res.write(body.subarray(i, i + 7));
+          return res.end();
+        }
         // What it got stays in the log: the answer names the request only, so a value the node
         // swapped in never comes back to the client.
         const out = JSON.stringify({ url: req.url, onConnection: n });

@@ -33,7 +33,11 @@ async function until<T>(what: string, check: () => Promise<T | undefined | false
 
 function request(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
   return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-    const req = http.request(url, { method: opts.method ?? 'GET', headers: opts.headers }, (res) => {
+    // Node does not resolve *.localhost names as browsers do: loopback, with the name in Host.
+    const u = new URL(url);
+    const headers = { host: u.host, ...opts.headers };
+    const at = { host: '127.0.0.1', port: u.port, path: u.pathname + u.search };
+    const req = http.request({ ...at, method: opts.method ?? 'GET', headers }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
@@ -128,6 +132,40 @@ for (const engine of testEngines()) {
           // The session cookie is HttpOnly and SameSite=Strict.
           const c = (await ctx.cookies(base)).find((x) => x.name === 'berth_session');
           assert.ok(c?.httpOnly && c.sameSite === 'Strict');
+        })(),
+      ));
+
+    it("keeps its session cookie to its own name: an environment's app forwarded to localhost never sees it", () =>
+      t.track(
+        (async () => {
+          assert.match(base, /^http:\/\/berth\.localhost:\d+$/);
+          const port = new URL(base).port;
+          // The bare loopback names are sent on to berth.localhost, the path kept, no cookie set.
+          const bare = await request(`http://127.0.0.1:${port}/login`);
+          assert.equal(bare.status, 308);
+          assert.equal(bare.headers.location, `${base}/login`);
+          assert.equal(bare.headers['set-cookie'], undefined);
+          // What `berth forward ENV 3000` serves on loopback, as the signed-in browser opens it.
+          const seen: string[] = [];
+          const app = http.createServer((req, res) => {
+            seen.push(req.headers.cookie ?? '');
+            res.end('app');
+          });
+          await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+          const appPort = (app.address() as { port: number }).port;
+          try {
+            const tab = await ctx.newPage();
+            for (const h of ['127.0.0.1', 'localhost']) await tab.goto(`http://${h}:${appPort}/`);
+            await tab.close();
+          } finally {
+            app.close();
+          }
+          assert.ok(seen.length >= 2, 'the browser opened the app on both names');
+          assert.ok(
+            seen.every((c) => !c.includes('berth_session')),
+            seen.join(' | '),
+          );
+          assert.ok((await ctx.cookies(base)).some((x) => x.name === 'berth_session'));
         })(),
       ));
 

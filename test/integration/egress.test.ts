@@ -211,6 +211,56 @@ for (const engine of testEngines()) {
       ),
     );
 
+    it(
+      'never dials into a container network for an environment: an allowed address of another environment or of an undeclared bridge host reaches nothing',
+      { timeout: 120_000 },
+      () =>
+        track(
+          (async () => {
+            // A host on a bridge that egress-hosts does not declare, and another environment
+            // (no policy) serving on its own address: the policy lists both, the node refuses both.
+            const stray = net.addHost('stray');
+            const strayCanary = await startCanary(stray, [stray.addr], 8081);
+            try {
+              await node.json(['new', 'n2', '--repo', repo.path]);
+              await node.cli([
+                'exec',
+                'n2',
+                '--',
+                'sh',
+                '-c',
+                `nohup node -e "require('http').createServer((q,s)=>s.end('n2 answered')).listen(8082)" >/dev/null 2>&1 &`,
+              ]);
+              const n2ip = (await node.cli(['exec', 'n2', '--', 'sh', '-c', 'hostname -i'])).stdout.trim().split(/\s+/)[0]!;
+              assert.match(n2ip, /^\d+\.\d+\.\d+\.\d+$/);
+              for (let i = 0; i < 50; i++) {
+                const up = await node.cli(['exec', 'n2', '--', 'curl', '-s', 'http://127.0.0.1:8082/']);
+                if (up.stdout.includes('n2 answered')) break;
+                await sleep(100);
+              }
+              const set = await node.cli(['egress', 'a1', '--set', `allow:allowed.test,tls.test:443,${stray.addr}:8081,${n2ip}:8082`]);
+              assert.equal(set.code, 0, set.stderr);
+              const r = await sh(
+                'a1',
+                `${curl(`http://${stray.addr}:8081/`)}; ${curl(`http://${n2ip}:8082/`)}; ${curl('http://allowed.test/still')}`,
+              );
+              assert.match(
+                r.stdout,
+                /resolves to no address the node connects to\n 403 rc=0[\s\S]*resolves to no address the node connects to\n 403 rc=0/,
+                r.stdout,
+              );
+              assert.doesNotMatch(r.stdout, /n2 answered|canary/);
+              assert.match(r.stdout, /web allowed\.test \/still 200 rc=0/);
+              assert.deepEqual(strayCanary.hits(), []);
+            } finally {
+              await node.cli(['egress', 'a1', '--set', 'allow:allowed.test,tls.test:443']);
+              await node.cli(['rm', '--discard', 'n2']);
+              await strayCanary.close();
+            }
+          })(),
+        ),
+    );
+
     it('learn mode records the test servers with their bytes, and --suggest proposes exactly them', { timeout: 120_000 }, () =>
       track(
         (async () => {
@@ -329,6 +379,58 @@ for (const engine of testEngines()) {
             ls.map((e) => e.name),
             ['a1'],
           );
+        })(),
+      ),
+    );
+
+    it('after a reboot, saved services start only once the egress rules are back: nothing they send escapes', { timeout: 120_000 }, () =>
+      track(
+        (async () => {
+          const r1 = await node.json<EnvInfo>(['new', 'r1', '--repo', repo.path, '--egress', 'allow:allowed.test']);
+          const beacon = `echo started >> /tmp/beacon.log; for i in $(seq 40); do curl -s -m 1 --noproxy '*' http://${other.addr}/beacon-$i >> /tmp/beacon.out; sleep 0.05; done; exec sleep 3600`;
+          const started = await node.cli(['service', 'start', 'r1', 'beacon', '--', 'sh', '-c', beacon]);
+          assert.equal(started.code, 0, started.stderr);
+          const runs = (): number =>
+            engineRun(engine, ['exec', r1.containerId!, 'cat', '/tmp/beacon.log']).split('\n').filter(Boolean).length;
+          assert.equal(runs(), 1);
+
+          const denials = (): number =>
+            Number(engineRun(engine, ['exec', r1.containerId!, 'sh', '-c', 'grep -c "not allowed" /tmp/beacon.out || true']).trim());
+          for (let i = 0; i < 100 && denials() < 40; i++) await sleep(100);
+          // The machine "reboots": the daemon is gone, the container stops, the kernel's rules
+          // for its address go. The engine starts the container again before berth is back.
+          const ip = engineRun(engine, [
+            'inspect',
+            '-f',
+            '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}',
+            r1.containerId!,
+          ]).trim();
+          await node.killDaemon('SIGTERM');
+          engineRun(engine, ['stop', '-t', '0', r1.containerId!], { ignoreOutput: true });
+          execFileSync('iptables', ['-w', '5', '-t', 'nat', '-F', `BERTH-EG-${node.nodeId}`]);
+          for (const line of execFileSync('ip', ['rule', 'show'], { encoding: 'utf8' }).split('\n')) {
+            const pref = line.split(':')[0]!;
+            if (line.includes(`from ${ip} `)) execFileSync('ip', ['rule', 'del', 'from', ip, 'pref', pref]);
+          }
+          engineRun(engine, ['start', r1.containerId!], { ignoreOutput: true });
+          await sleep(2000);
+          assert.equal(runs(), 1, 'a saved service started before the node had put back its rules');
+          assert.deepEqual(canary.hits(), []);
+
+          await node.startDaemon();
+          // The node restores the service once the rules are back; its beacons all meet them.
+          let out = '';
+          for (let i = 0; i < 100 && (out.match(/^started$/gm)?.length ?? 0) < 2; i++) {
+            out = (await sh('r1', 'cat /tmp/beacon.log')).stdout;
+            await sleep(100);
+          }
+          for (let i = 0; i < 100 && denials() < 80; i++) await sleep(100);
+          assert.equal(out.match(/^started$/gm)?.length, 2, out);
+          assert.equal(denials(), 80, 'every beacon of both runs met the policy');
+          assert.deepEqual(canary.hits(), []);
+          const list = await node.json<Array<{ name: string; state: string }>>(['service', 'ls', 'r1']);
+          assert.equal(list.find((x) => x.name === 'beacon')?.state, 'ready');
+          await node.cli(['rm', '--discard', 'r1']);
         })(),
       ),
     );

@@ -58,15 +58,17 @@ interface Reply {
   body: string;
   reused: boolean;
   peerIssuer: string;
+  headers: http.IncomingHttpHeaders;
 }
 
 function request(
-  o: { port: number; host: string; secure: boolean; ca?: string; agent?: http.Agent },
+  o: { port: number; host: string; secure: boolean; ca?: string; agent?: http.Agent; method?: string },
   path: string,
   headers: Record<string, string>,
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const opts: https.RequestOptions = {
+      method: o.method ?? 'GET',
       host: '127.0.0.1',
       port: o.port,
       path,
@@ -81,7 +83,13 @@ function request(
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString();
-        resolve({ status: res.statusCode ?? 0, body, reused: req.reusedSocket, peerIssuer: String(peer?.issuer?.CN ?? '') });
+        resolve({
+          status: res.statusCode ?? 0,
+          body,
+          reused: req.reusedSocket,
+          peerIssuer: String(peer?.issuer?.CN ?? ''),
+          headers: res.headers,
+        });
       });
     });
     req.setTimeout(20_000, () => req.destroy(new Error(`no answer from ${o.host}${path}`)));
@@ -232,6 +240,40 @@ describe('secrets on the wire (the interceptor behind the egress hook)', () => {
     assert.equal(clear.status, 400, clear.body);
     assert.ok(!api.seen().some((x) => x.url === '/clear'), 'a request in clear reached the host');
   });
+
+  it(
+    'a host that reflects what it got hands back no value: headers, a body split across writes, gzip; TRACE is refused',
+    { timeout: 60_000 },
+    async () => {
+      const port = await proxy('api.secrets.test', api.host.addr, 443);
+      const o = { port, host: 'api.secrets.test', secure: true, ca: bundle };
+      const basic = Buffer.from(`x-access-token:${placeholder}`).toString('base64');
+      const sentBasic = Buffer.from(`x-access-token:${VALUE}`).toString('base64');
+      for (const path of ['/reflect-plain', '/reflect-gzip']) {
+        const r = await request(o, path, {
+          authorization: `Bearer ${placeholder}`,
+          'x-basic': `Basic ${basic}`,
+          'accept-encoding': 'gzip',
+        });
+        assert.equal(r.status, 200, r.body);
+        // The host did get the value, and sent it back; the environment sees it masked.
+        assert.deepEqual(headerOf(api.request(path), 'authorization'), [`Bearer ${VALUE}`]);
+        assert.match(r.body, /^you sent: /);
+        assert.ok(!r.body.includes(VALUE) && !String(r.headers['x-you-sent']).includes(VALUE), r.body);
+        assert.match(r.body, new RegExp(`Bearer \\*{${`Bearer ${VALUE}`.length - 7}}`));
+        assert.equal(r.body.match(/\*{20,}/g)?.length, 4, r.body);
+        assert.equal(r.headers['content-encoding'], undefined);
+      }
+      const b = await request(o, '/reflect-basic', { authorization: `Basic ${basic}` });
+      assert.equal(b.status, 200, b.body);
+      assert.deepEqual(headerOf(api.request('/reflect-basic'), 'authorization'), [`Basic ${sentBasic}`]);
+      assert.ok(!b.body.includes(sentBasic) && !String(b.headers['x-you-sent']).includes(sentBasic), b.body);
+      const trace = await request({ ...o, method: 'TRACE' }, '/reflect-trace', { authorization: `Bearer ${placeholder}` });
+      assert.equal(trace.status, 405, trace.body);
+      assert.match(trace.body, /TRACE to api\.secrets\.test refused/);
+      assert.ok(!api.seen().some((x) => x.url === '/reflect-trace'), 'a TRACE reached the host');
+    },
+  );
 
   it('plain HTTP gets a value only for a secret whose port was named; header templates work', { timeout: 60_000 }, async () => {
     const port = await proxy('api.secrets.test', api.host.addr, 80);

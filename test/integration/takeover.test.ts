@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import {
@@ -155,8 +156,18 @@ for (const engine of testEngines()) {
           const live = (await agent.get('t1')).spawn(['sh', '-c', 'echo ready; exec cat']);
           for await (const c of live.stdout) if (c.toString().includes('ready')) break;
           assert.notEqual((await node.cli(['exec', 't1', '--', ...CATS])).stdout, '', 'the agent runs cat');
+          // So does a buffered command (one HTTP request): ended, everything it started killed.
+          const buffered = agentHttp('POST', '/v1/envs/t1/exec', { argv: ['sh', '-c', 'echo x > /tmp/sleeper; exec sleep 77'] });
+          for (let i = 0; i < 100; i++) {
+            if ((await node.cli(['exec', 't1', '--', 'cat', '/tmp/sleeper'])).stdout.includes('x')) break;
+            await sleep(50);
+          }
           const took = await node.cli(['takeover', 't1', '--exclusive', '--note', 'fixing the import', '--json']);
           await assert.rejects(live.wait(), (e: unknown) => e instanceof TakenOverError && /fixing the import/.test(e.message));
+          const ended = await buffered;
+          assert.deepEqual([ended.status, ended.code], [423, 'taken_over']);
+          const procs = await node.cli(['exec', 't1', '--', 'sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " "']);
+          assert.doesNotMatch(procs.stdout, /sleep 77/, 'the buffered command still runs');
           assert.equal(took.code, 0, took.stderr);
           const lease = (JSON.parse(took.stdout) as EnvInfo).lease;
           assert.ok(lease, took.stdout);

@@ -1,8 +1,13 @@
 // How the node resolves an allowed name, and which addresses it never connects to for an
 // environment. Names come from `$BERTH_HOME/egress-hosts` (the hosts-file format; for
 // internal names the node's resolver does not know) and then the node's own resolver.
+//
+// The proxy dials from the node's own network namespace, where every container network on
+// the host is one hop away: the subnet of every bridge (any engine's, any berth node's, this
+// node's environments') is refused, so an allowed name or address cannot lead into another
+// environment or container. Only an address the operator declared in egress-hosts passes there.
 import { lookup } from 'node:dns/promises';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { BlockList } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +22,7 @@ function prefixOf(netmask: string): number {
 
 export class EgressResolver {
   private hosts: { mtimeMs: number; map: Map<string, string[]> } | null = null;
-  private blocked: { at: number; list: BlockList } | null = null;
+  private blocked: { at: number; always: BlockList; bridged: BlockList } | null = null;
 
   constructor(
     private readonly home: string,
@@ -44,22 +49,36 @@ export class EgressResolver {
     return map;
   }
 
-  /** Addresses the node refuses: see ALWAYS_REFUSED, its own addresses, the environments' subnets. */
+  /** Addresses the operator declared in egress-hosts. */
+  private declared(ip: string): boolean {
+    for (const addrs of this.hostsFile().values()) if (addrs.includes(ip)) return true;
+    return false;
+  }
+
+  /**
+   * Addresses the node refuses: see ALWAYS_REFUSED, its own addresses, and the subnets of the
+   * environments' networks; and the subnets of every other bridge on the host, but for an
+   * address the operator declared in egress-hosts.
+   */
   refused(ip: string): boolean {
     if (!this.blocked || Date.now() - this.blocked.at > 5000) {
-      const list = new BlockList();
-      for (const c of ALWAYS_REFUSED) list.addSubnet(c.split('/')[0]!, Number(c.split('/')[1]), 'ipv4');
+      const always = new BlockList();
+      const bridged = new BlockList();
+      for (const c of ALWAYS_REFUSED) always.addSubnet(c.split('/')[0]!, Number(c.split('/')[1]), 'ipv4');
       const gws = new Set(this.gateways());
-      for (const addrs of Object.values(networkInterfaces())) {
+      for (const [name, addrs] of Object.entries(networkInterfaces())) {
+        const bridge = existsSync(`/sys/class/net/${name}/bridge`);
         for (const a of addrs ?? []) {
           if (a.family !== 'IPv4') continue;
-          list.addAddress(a.address, 'ipv4');
-          if (gws.has(a.address)) list.addSubnet(a.address, prefixOf(a.netmask), 'ipv4');
+          always.addAddress(a.address, 'ipv4');
+          if (gws.has(a.address)) always.addSubnet(a.address, prefixOf(a.netmask), 'ipv4');
+          else if (bridge) bridged.addSubnet(a.address, prefixOf(a.netmask), 'ipv4');
         }
       }
-      this.blocked = { at: Date.now(), list };
+      this.blocked = { at: Date.now(), always, bridged };
     }
-    return this.blocked.list.check(ip, 'ipv4');
+    if (this.blocked.always.check(ip, 'ipv4')) return true;
+    return this.blocked.bridged.check(ip, 'ipv4') && !this.declared(ip);
   }
 
   /** The name's IPv4 addresses the node may connect to; empty when there are none. */

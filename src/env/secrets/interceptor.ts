@@ -3,7 +3,9 @@
 // terminates TLS with a certificate from the node's CA, reads each HTTP/1.1 request on the
 // connection, swaps the environment's placeholders for the values in the request headers
 // (and only there), and sends the request on to the real host over TLS that is verified
-// against the node's own trust store. Plain HTTP is handled the same way, without TLS.
+// against the node's own trust store. Plain HTTP is handled the same way, without TLS. What the
+// host answers has every value bound for it masked (redact.ts), and TRACE is refused: a host
+// that reflects the request never hands the value back.
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -11,6 +13,7 @@ import tls from 'node:tls';
 import { substituteHeaders } from '../../core/secrets.js';
 import type { InterceptHandler, Upstream } from '../egress/intercept.js';
 import type { NodeCa } from './node-ca.js';
+import { decoderFor, maskHeaders, needlesOf, Redactor } from './redact.js';
 import type { SecretVault } from './vault.js';
 
 interface Conn {
@@ -100,11 +103,26 @@ export class SecretInterceptor {
     if (!conn.secure) socket.resume();
   }
 
-  private outbound(req: http.IncomingMessage, conn: Conn): https.RequestOptions {
-    const raw = [...req.rawHeaders];
-    substituteHeaders(raw, this.vault.bindings(conn.envId, conn.upstream.host, conn.upstream.port));
+  private outbound(req: http.IncomingMessage, conn: Conn, upgrade = false): { options: https.RequestOptions; needles: Buffer[] } {
+    const before = req.rawHeaders;
+    const bindings = this.vault.bindings(conn.envId, conn.upstream.host, conn.upstream.port);
+    let raw = [...before];
+    substituteHeaders(raw, bindings);
+    // What to mask in the answer: each value, and each header as it was sent (a Basic token).
+    const needles = bindings.map((b) => b.value);
+    for (let i = 1; i < raw.length; i += 2) {
+      if (raw[i] === before[i]) continue;
+      needles.push(raw[i]!);
+      const basic = /^basic[ \t]+(\S+)$/i.exec(raw[i]!);
+      if (basic) needles.push(basic[1]!);
+    }
+    // The answer is read to be masked: plain bodies (a body the node cannot decode is refused),
+    // and WebSocket frames without per-message compression.
+    const drop = upgrade ? 'sec-websocket-extensions' : 'accept-encoding';
+    raw = raw.filter((_v, i, a) => (i % 2 === 0 ? a[i]!.toLowerCase() !== drop : a[i - 1]!.toLowerCase() !== drop));
+    if (!upgrade) raw.push('Accept-Encoding', 'identity');
     const { addresses } = conn.upstream;
-    return {
+    const options: https.RequestOptions = {
       host: conn.upstream.host,
       port: conn.upstream.port,
       method: req.method,
@@ -125,6 +143,7 @@ export class SecretInterceptor {
         return cb(null, addresses[0], net.isIP(addresses[0]!));
       }) as unknown as net.LookupFunction,
     };
+    return { options, needles: needlesOf(needles) };
   }
 
   private forward(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -140,9 +159,32 @@ export class SecretInterceptor {
       res.writeHead(421, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
       return;
     }
-    const up = (conn.secure ? https : http).request(this.outbound(req, conn), (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders as unknown as http.OutgoingHttpHeaders);
-      upRes.pipe(res);
+    if (req.method === 'TRACE' || req.method === 'TRACK') {
+      const body = `berth: secrets: ${req.method} to ${conn.upstream.host} refused: it sends the request back\n`;
+      res.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+      return;
+    }
+    const { options, needles } = this.outbound(req, conn);
+    const up = (conn.secure ? https : http).request(options, (upRes) => {
+      const decoder = decoderFor(upRes.headers['content-encoding']);
+      if (decoder === undefined) {
+        upRes.resume();
+        const body = `berth: secrets: ${conn.upstream.host} answered with content-encoding ${upRes.headers['content-encoding']}, which the node cannot check for the secret's value\n`;
+        res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+        return;
+      }
+      let headers = maskHeaders(upRes.rawHeaders, needles);
+      if (decoder) {
+        // Decoded to be read: sent on plain, with a length the server cannot know.
+        headers = headers.filter((_v, i, a) => !/^(content-encoding|content-length)$/i.test(i % 2 === 0 ? a[i]! : a[i - 1]!));
+      }
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers as unknown as http.OutgoingHttpHeaders);
+      const redactor = new Redactor(needles);
+      redactor.on('error', () => res.destroy());
+      if (decoder) {
+        decoder.on('error', () => res.destroy());
+        upRes.pipe(decoder).pipe(redactor).pipe(res);
+      } else upRes.pipe(redactor).pipe(res);
       upRes.on('error', () => res.destroy());
     });
     up.on('timeout', () => up.destroy(new Error('the host did not answer in time')));
@@ -167,25 +209,31 @@ export class SecretInterceptor {
       socket.destroy();
       return;
     }
-    const up = (conn.secure ? https : http).request({ ...this.outbound(req, conn), agent: false });
+    const { options, needles } = this.outbound(req, conn, true);
+    const up = (conn.secure ? https : http).request({ ...options, agent: false });
     up.on('upgrade', (upRes, upSocket, upHead) => {
       const lines = [`HTTP/1.1 ${upRes.statusCode ?? 101} ${upRes.statusMessage ?? 'Switching Protocols'}`];
-      for (let i = 0; i + 1 < upRes.rawHeaders.length; i += 2) lines.push(`${upRes.rawHeaders[i]!}: ${upRes.rawHeaders[i + 1]!}`);
+      const raw = maskHeaders(upRes.rawHeaders, needles);
+      for (let i = 0; i + 1 < raw.length; i += 2) lines.push(`${raw[i]!}: ${raw[i + 1]!}`);
       socket.write(lines.join('\r\n') + '\r\n\r\n');
-      if (upHead.length) socket.write(upHead);
+      const down = new Redactor(needles);
       if (head.length) upSocket.write(head);
-      upSocket.pipe(socket).pipe(upSocket);
+      down.pipe(socket);
+      if (upHead.length) down.write(upHead);
+      upSocket.pipe(down);
+      socket.pipe(upSocket);
       upSocket.on('error', () => socket.destroy());
       socket.on('error', () => upSocket.destroy());
       socket.on('close', () => upSocket.destroy());
       upSocket.on('close', () => socket.destroy());
     });
     up.on('response', (upRes) => {
-      // Refused the upgrade: pass the answer on as it is, then close.
+      // Refused the upgrade: pass the answer on, masked, then close.
       const lines = [`HTTP/1.1 ${upRes.statusCode ?? 502} ${upRes.statusMessage ?? ''}`];
-      for (let i = 0; i + 1 < upRes.rawHeaders.length; i += 2) lines.push(`${upRes.rawHeaders[i]!}: ${upRes.rawHeaders[i + 1]!}`);
+      const raw = maskHeaders(upRes.rawHeaders, needles);
+      for (let i = 0; i + 1 < raw.length; i += 2) lines.push(`${raw[i]!}: ${raw[i + 1]!}`);
       socket.write(lines.join('\r\n') + '\r\n\r\n');
-      upRes.pipe(socket);
+      upRes.pipe(new Redactor(needles)).pipe(socket);
     });
     up.on('error', () => socket.destroy());
     up.end();

@@ -1,0 +1,70 @@
+// The local node's side of the backend ports (src/engine/backend.ts): the agent over a unix
+// socket in the environment's run directory, workspaces as host directories or btrfs
+// subvolumes, and isolation by iptables. The environment manager uses these unchanged from
+// before the ports existed; a Kubernetes node provides its own (src/engine/kubernetes).
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
+import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
+import { isolateNetwork } from './firewall.js';
+
+/** The agent's unix socket, which the environment's run directory holds. */
+export class UnixSocketChannel implements AgentChannel {
+  constructor(readonly path: string) {}
+
+  get describe(): string {
+    return `unix:${this.path}`;
+  }
+
+  /** The environment can write its run directory: follow only a real socket, never a link. */
+  ready(): Promise<boolean> {
+    try {
+      return Promise.resolve(lstatSync(this.path).isSocket());
+    } catch {
+      return Promise.resolve(false);
+    }
+  }
+
+  open(signal?: AbortSignal): Promise<Duplex> {
+    return new Promise((resolve, reject) => {
+      const sock = connect(this.path);
+      const onAbort = (): void => {
+        sock.destroy();
+        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      sock.once('connect', () => {
+        signal?.removeEventListener('abort', onAbort);
+        sock.removeAllListeners('error');
+        resolve(sock);
+      });
+      sock.once('error', (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      });
+    });
+  }
+}
+
+/** Host directories, or btrfs subvolumes where the node keeps copy-on-write trees. */
+export class HostWorkspaces implements WorkspaceProvisioner {
+  constructor(private readonly cow: boolean) {}
+
+  async create(path: string): Promise<void> {
+    if (this.cow) await createSubvolume(path);
+    else mkdirSync(path);
+  }
+
+  cloneTree(tree: string, path: string): Promise<void> {
+    return snapshotSubvolume(tree, path, false);
+  }
+
+  async remove(path: string): Promise<void> {
+    if (this.cow && (await isSubvolume(path))) await deleteSubvolume(path);
+    rmSync(path, { recursive: true, force: true });
+  }
+}
+
+/** iptables rules in berth's own chains (src/env/firewall.ts). */
+export const iptablesIsolation: Isolation = { isolate: isolateNetwork };
