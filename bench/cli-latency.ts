@@ -66,14 +66,28 @@ async function berthSeries(engine: EngineName, digest: string, repo: string): Pr
     if (probe.code !== 0 || !/native exec client/.test(probe.stderr))
       throw new Error(`bin/berth exec did not run through the native client (exit ${probe.code}): ${probe.stderr.trim()}`);
     // The daemon's own round trip, from inside this process: the floor under any client.
+    // Each hop of it, as the node reports them: queueMs (daemon, before the agent is asked),
+    // spawnMs (the agent starting the command), runMs, transportMs (daemon <-> agent).
+    const hops: Record<string, number[]> = { queueMs: [], spawnMs: [], runMs: [], transportMs: [] };
     const api = await series(`berth-api-exec-on-${engine}`, { n: opts.n, warmup: opts.warmup, budgetMs: 60_000 }, async () => {
       const t0 = performance.now();
       const r = await node.client.exec('bench', { argv: ['true'] });
       const ms = performance.now() - t0;
       if (r.exitCode !== 0) throw new Error(`exec true exited ${r.exitCode}`);
+      for (const k of Object.keys(hops)) hops[k]!.push(r.timing[k as keyof typeof r.timing]);
       return ms;
     });
-    results.push(api.row({ engine, how: 'NodeClient.exec in this process over the unix socket, keep-alive (no client process)' }));
+    const median = (xs: number[]): number | null => {
+      const s = [...xs].sort((a, b) => a - b);
+      return s.length ? Math.round(s[s.length >> 1]! * 1000) / 1000 : null;
+    };
+    results.push(
+      api.row({
+        engine,
+        how: 'NodeClient.exec in this process over the unix socket, keep-alive (no client process)',
+        hops_p50_ms: Object.fromEntries(Object.entries(hops).map(([k, xs]) => [k, median(xs)])),
+      }),
+    );
     await processSeries(`berth-exec-native-on-${engine}`, opts.n, opts.warmup, BERTH, exec, node.env, {
       engine,
       how: 'bin/berth exec bench -- true (sh, then the native client)',

@@ -32,7 +32,11 @@ export const DEVCONTAINER = join(ROOT, 'node_modules', '.bin', 'devcontainer');
 export type EngineName = 'podman' | 'docker';
 /** `/usr/local/bin/docker` is another client that comes first on PATH here: always use this one. */
 export const ENGINE_CLI: Record<EngineName, string> = { podman: 'podman', docker: '/usr/bin/docker' };
-export const ENGINE_SOCKET: Record<EngineName, string> = { podman: '/run/podman/podman.sock', docker: '/var/run/docker.sock' };
+/** The engines' sockets; BERTH_PODMAN_SOCKET and BERTH_DOCKER_SOCKET move them, as for the node. */
+export const ENGINE_SOCKET: Record<EngineName, string> = {
+  podman: process.env.BERTH_PODMAN_SOCKET?.trim() || '/run/podman/podman.sock',
+  docker: process.env.BERTH_DOCKER_SOCKET?.trim() || '/var/run/docker.sock',
+};
 
 /** Every container a bench run makes itself carries this label with the run's id. */
 export const BENCH_LABEL = 'org.berth.bench';

@@ -11,8 +11,8 @@ cp src/agent/package.json dist/src/agent/package.json
 node scripts/gen-shapes.mjs
 cc -O2 -Wall -o dist/src/agent/berth-pty src/agent/pty/berth-pty.c -lutil
 # Static where the C library allows: it starts in every command's path, and skips the loader.
-cc -O2 -Wall -static -o dist/src/agent/berth-run src/agent/run/berth-run.c 2>/dev/null ||
-  cc -O2 -Wall -o dist/src/agent/berth-run src/agent/run/berth-run.c
+cc -O2 -Wall -static -o dist/src/agent/berth-run src/agent/run/*.c 2>/dev/null ||
+  cc -O2 -Wall -o dist/src/agent/berth-run src/agent/run/*.c
 rm -rf dist/src/dashboard/web && cp -r src/dashboard/web dist/src/dashboard/web
 node dist/src/cli/native/error-table.js > dist/src/cli/native/error-table.h
 # Static too where it can be: every `berth exec` starts it, and the loader's work is most of a

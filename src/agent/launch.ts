@@ -1,14 +1,14 @@
 // A command, started under berth-run (run/berth-run.c) so that every process it starts stays
 // findable, and ended with all of them: setsid, double forks and fork bombs included.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { signalCommand, type Signalled } from './command-tree.js';
+import { launcher, Op, type Launcher, type Stream } from './launcher.js';
 import { resources } from './procfs.js';
 
 const RUN_HELPER = join(dirname(fileURLToPath(import.meta.url)), 'berth-run');
@@ -38,8 +38,95 @@ export interface LaunchOptions {
   linger: boolean;
 }
 
+/** One output of a command, fed from the launcher; a full buffer pauses it at the launcher. */
+class Output extends Readable {
+  private held = false;
+  private ended = false;
+
+  constructor(
+    private readonly l: Launcher,
+    private readonly id: () => number | undefined,
+    private readonly which: Stream,
+  ) {
+    super();
+  }
+
+  feed(data: Buffer): void {
+    if (!this.ended && !this.push(data) && !this.held) {
+      this.held = true;
+      this.tell(Op.Pause);
+    }
+  }
+
+  finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.push(null);
+  }
+
+  override _read(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.tell(Op.Resume);
+  }
+
+  override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
+    if (!this.ended) this.tell(Op.Close); // the launcher stops reading it, and says EOF
+    cb(err);
+  }
+
+  private tell(op: number): void {
+    const id = this.id();
+    if (id !== undefined) this.l.stream(op, id, this.which);
+  }
+}
+
+/** A command's stdin: each chunk is written on once the launcher has put the last in its pipe. */
+class Input extends Writable {
+  private readonly waiting: Array<() => void> = [];
+  private shut = false;
+
+  constructor(
+    private readonly l: Launcher,
+    private readonly id: () => number | undefined,
+  ) {
+    super();
+  }
+
+  acked(): void {
+    this.waiting.shift()?.();
+  }
+
+  /** Nothing reads it any more: writes complete at once. */
+  close(): void {
+    this.shut = true;
+    this.waiting.splice(0).forEach((f) => f());
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    const id = this.id();
+    if (this.shut || id === undefined || !this.l.send(Op.Stdin, id, chunk)) return cb();
+    this.waiting.push(() => cb());
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.end_();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
+    this.end_();
+    this.close();
+    cb(err);
+  }
+
+  private end_(): void {
+    const id = this.id();
+    if (id !== undefined) this.l.send(Op.StdinEnd, id);
+  }
+}
+
 export class Command {
-  readonly runner: ChildProcess;
   readonly stdin: Writable | null;
   readonly stdout: Readable;
   readonly stderr: Readable;
@@ -49,9 +136,15 @@ export class Command {
   readonly ended: Promise<Ended>;
   /** berth-run is gone: so is every process it could reach. */
   readonly runnerGone: Promise<void>;
+  /** berth-run, the command's supervisor (the launcher forked it). */
+  private runnerPid: number | undefined;
+  private readonly launcher: Launcher;
+  private id: number | undefined;
   private pid: number | undefined;
   private commandEnded = false;
   private runnerExited = false;
+  /** The launcher went under it: what the command started is found by its marker. */
+  private launcherLost = false;
   private readonly marker = randomBytes(9).toString('base64url');
   private pendingSignals: string[] = [];
   private ending: Promise<void> | undefined;
@@ -65,65 +158,59 @@ export class Command {
     this.started = new Promise((r) => (settleStart = r));
     this.ended = new Promise((r) => (settleEnd = r));
     this.runnerGone = new Promise((r) => (settleGone = r));
-    this.runner = spawn(RUN_HELPER, [...(o.linger ? ['--linger'] : []), ...o.argv], {
-      cwd: o.cwd,
-      env: { ...o.env, [MARKER]: this.marker },
-      stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe'],
-      detached: true,
-    });
-    this.stdin = this.runner.stdin;
-    this.stdout = this.runner.stdout!;
-    this.stderr = this.runner.stderr!;
-    const ctl = this.runner.stdio[3] as Duplex;
-    ctl.on('error', () => {});
-    let lines = '';
-    ctl.on('data', (c: Buffer) => {
-      lines += c.toString('latin1');
-      let nl: number;
-      while ((nl = lines.indexOf('\n')) >= 0) {
-        const [what, a, b] = lines.slice(0, nl).split(' ');
-        lines = lines.slice(nl + 1);
-        if (what === 'pid') {
-          this.pid = Number(a);
-          settleStart(undefined);
-          for (const s of this.pendingSignals.splice(0)) this.signal(s);
-        } else if (what === 'error') {
-          settleStart(startError(name, o.cwd, a === 'exec' ? 'exec' : 'fork', errnoName(Number(b))));
-        } else if (what === 'exit' || what === 'signal') {
-          this.commandEnded = true;
-          const n = Number(a);
-          settleEnd(what === 'exit' ? { exitCode: n, signal: null } : { exitCode: 128 + n, signal: signalName(n) });
-        }
-      }
-    });
-    this.runner.once('error', (err: NodeJS.ErrnoException) => {
-      this.runnerExited = true;
-      settleStart(startError(name, o.cwd, 'spawn', err.code ?? err.message));
-      settleGone();
-    });
-    // berth-run's last report is read before its end is judged: its socket closes after.
-    let exit: Ended | undefined;
-    let ctlClosed = false;
-    const gone = (): void => {
-      if (!exit || !ctlClosed) return;
-      settleStart({ code: 'internal', message: `berth-run ended before ${name} started` });
-      if (this.pid !== undefined && !this.commandEnded) {
-        // Something killed berth-run under the command: end what it left, by its marker.
-        settleEnd(exit);
-        void this.end(0);
-      }
-      settleGone();
-    };
-    ctl.once('close', () => {
-      ctlClosed = true;
-      gone();
-    });
-    this.runner.once('exit', (code, signal) => {
-      this.runnerExited = true;
-      this.hurry?.();
-      exit = { exitCode: signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1), signal };
-      gone();
-    });
+    this.launcher = launcher(RUN_HELPER);
+    const l = this.launcher;
+    const id = (): number | undefined => this.id;
+    const input = o.stdin ? new Input(l, id) : null;
+    const outputs = { 1: new Output(l, id, 1), 2: new Output(l, id, 2) };
+    this.stdin = input;
+    this.stdout = outputs[1];
+    this.stderr = outputs[2];
+    this.id = l.start(
+      { ...o, env: { ...o.env, [MARKER]: this.marker } },
+      {
+        runner: (pid) => (this.runnerPid = pid),
+        line: (text) => {
+          const [what, a, b] = text.split(' ');
+          if (what === 'pid') {
+            this.pid = Number(a);
+            settleStart(undefined);
+            for (const s of this.pendingSignals.splice(0)) this.signal(s);
+          } else if (what === 'error') {
+            const stage = a === 'exec' ? 'exec' : a === 'chdir' ? 'spawn' : 'fork';
+            settleStart(startError(name, o.cwd, stage, errnoName(Number(b))));
+          } else if (what === 'exit' || what === 'signal') {
+            this.commandEnded = true;
+            const n = Number(a);
+            settleEnd(what === 'exit' ? { exitCode: n, signal: null } : { exitCode: 128 + n, signal: signalName(n) });
+          }
+        },
+        out: (which, data) => outputs[which].feed(data),
+        eof: (which) => outputs[which].finish(),
+        stdinAck: () => input?.acked(),
+        gone: (exit, lost) => {
+          this.runnerExited = true;
+          this.hurry?.();
+          if (lost) {
+            this.launcherLost = true;
+            input?.close();
+          }
+          settleStart({ code: 'internal', message: `berth-run ended before ${name} started${lost ? ` (its launcher: ${l.reason})` : ''}` });
+          if (this.pid !== undefined && !this.commandEnded) {
+            // Something killed berth-run (or its launcher) under the command: end what it left, by its marker.
+            settleEnd(
+              exit.signal !== null
+                ? { exitCode: 128 + exit.signal, signal: signalName(exit.signal) }
+                : { exitCode: exit.code ?? 1, signal: null },
+            );
+            void this.end(0);
+          } else if (lost) void this.end(0); // it may have started, unreported, or left processes behind
+          settleGone();
+        },
+        finished: () => input?.close(),
+      },
+    );
+    if (this.id === undefined) throw Object.assign(new Error(`the launcher is gone (${l.reason})`), { code: 'ELAUNCHER' });
   }
 
   /** A signal for the command's own process group, as a terminal would send it. */
@@ -156,9 +243,8 @@ export class Command {
   }
 
   private async terminate(graceMs: number): Promise<void> {
-    if (this.pid === undefined && this.runnerExited) return; // it never started
-    const ctl = this.runner.stdio[3] as Duplex;
-    if (!this.runnerExited && ctl.writable) ctl.write('hold\n');
+    if (this.pid === undefined && this.runnerExited && !this.launcherLost) return; // it never started
+    if (!this.runnerExited && this.id !== undefined) this.launcher.send(Op.Hold, this.id);
     if (graceMs > 0) {
       // Stopped first, so that the walk does not race a fork bomb; then asked to end.
       await this.freeze();
@@ -180,7 +266,7 @@ export class Command {
       const left = this.signalAll('SIGKILL').found;
       if (left === 0 && this.runnerExited) return;
       const spent = Date.now() - t0;
-      if (spent > KILL_FOR_MS && !this.runnerExited) this.runner.kill('SIGKILL');
+      if (spent > KILL_FOR_MS && !this.runnerExited && this.runnerPid) process.kill(this.runnerPid, 'SIGKILL');
       if (spent > GIVE_UP_MS) return;
       await sleep(left ? 5 : 20);
     }
@@ -200,8 +286,8 @@ export class Command {
    * ones. berth-run's own group (it leads it) is never signalled whole.
    */
   private signalAll(signal: NodeJS.Signals): Signalled {
-    const who = this.runnerExited || !this.runner.pid ? { marker: `${MARKER}=${this.marker}` } : { root: this.runner.pid };
-    return signalCommand(who, signal, [this.runner.pid ?? 0]);
+    const who = this.runnerExited || !this.runnerPid ? { marker: `${MARKER}=${this.marker}` } : { root: this.runnerPid };
+    return signalCommand(who, signal, [this.runnerPid ?? 0]);
   }
 }
 

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { IMAGE_DIGEST, IMAGE_REF_RULE, isImageRef } from './image-ref.js';
 import { EnvSecret } from './secrets.js';
-import { SupervisionInfo } from './supervision.js';
+import { Lease, SupervisionInfo } from './supervision.js';
 
 export const API_VERSION = 'v1';
 
@@ -273,6 +273,8 @@ export const ExecResult = z.object({
   timedOut: z.boolean(),
   truncated: z.boolean(),
   timing: ExecTiming,
+  /** A human's takeover lease on the environment as the command started; only while one is held. */
+  lease: Lease.optional(),
 });
 export type ExecResult = z.infer<typeof ExecResult>;
 

@@ -7,6 +7,7 @@ import { BerthError, isErrorCode } from '../core/errors.js';
 import type { AgentResponse } from '../agent/protocol.js';
 import { AgentGoneError } from '../agent/client.js';
 import type { EnvManager } from './manager.js';
+import { leaseOf } from './supervision.js';
 
 export const MAX_BUFFERED_OUTPUT = 16 * 1024 * 1024;
 
@@ -87,7 +88,8 @@ export async function startExec(
       manager.stats.record(row.id, timing);
       const exitCode = e.timedOut ? 124 : e.exitCode;
       ended(exitCode, e.timedOut);
-      return { exitCode, signal: e.signal, timedOut: e.timedOut, timing };
+      const lease = leaseOf(row);
+      return { exitCode, signal: e.signal, timedOut: e.timedOut, timing, ...(lease ? { lease } : {}) };
     },
     (err: unknown) => {
       ended(-1, false);

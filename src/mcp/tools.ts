@@ -62,6 +62,14 @@ function cut(text: string): { text: string; truncated: boolean; bytes: number } 
   return { text: data.subarray(charStart(data, bytes - OUTPUT_LIMIT)).toString('utf8'), truncated: true, bytes };
 }
 
+/** A tool's result and the lease its own call learned (undefined: it did not). */
+class WithLease {
+  constructor(
+    readonly result: CallToolResult,
+    readonly lease: Lease | null | undefined,
+  ) {}
+}
+
 export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpServer {
   const envOf = async (name: string): Promise<Environment> => {
     const known = envs.get(name);
@@ -78,21 +86,28 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
   };
   /**
    * A tool's body, its errors made tool errors; an environment that is gone is forgotten. A
-   * result for an environment a human has taken over carries a notice saying so.
+   * result for an environment a human has taken over carries a notice saying so. A body that
+   * learns the lease itself (exec: the node's answer carries it) saves the call that asks.
    */
+  type Body<A> = (args: A) => Promise<CallToolResult | WithLease>;
   const guard =
-    <A>(fn: (args: A) => Promise<CallToolResult>): ((args: A) => Promise<CallToolResult>) =>
+    <A>(fn: Body<A>, o: { ownLease?: boolean } = {}): ((args: A) => Promise<CallToolResult>) =>
     async (args) => {
       const env = (args as { env?: unknown }).env;
-      const lease = typeof env === 'string' ? leaseOn(env).catch(() => null) : Promise.resolve(null);
+      const ask = (): Promise<Lease | null> => (typeof env === 'string' ? leaseOn(env).catch(() => null) : Promise.resolve(null));
+      let lease = o.ownLease ? undefined : ask();
       let result: CallToolResult;
       try {
-        result = await fn(args);
+        const r = await fn(args);
+        if (r instanceof WithLease) {
+          result = r.result;
+          if (r.lease !== undefined) lease = Promise.resolve(r.lease);
+        } else result = r;
       } catch (err) {
         if (err instanceof BerthError && err.code === 'not_found' && typeof env === 'string') envs.delete(env);
         result = failed(err);
       }
-      const held = await lease;
+      const held = await (lease ?? ask());
       return held ? { ...result, content: [...result.content, { type: 'text', text: leaseNotice(held) }] } : result;
     };
 
@@ -146,32 +161,36 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
         stdin: z.string().optional(),
       },
     },
-    guard(async (a) => {
-      const env = await envOf(a.env);
-      const r = await env.exec(a.argv, { cwd: a.cwd, timeoutMs: a.timeoutMs, stdin: a.stdin });
-      const out = cut(r.stdout);
-      const err = cut(r.stderr);
-      const spilled: Record<string, string> = {};
-      if (out.truncated || err.truncated) {
-        const id = randomBytes(4).toString('hex');
-        if (out.truncated) await env.files.write((spilled.stdout = `${SPILL_DIR}/${id}.stdout`), r.stdout);
-        if (err.truncated) await env.files.write((spilled.stderr = `${SPILL_DIR}/${id}.stderr`), r.stderr);
-      }
-      const structured = {
-        exitCode: r.exitCode,
-        timedOut: r.timedOut,
-        stdout: out.text,
-        stderr: err.text,
-        truncated: out.truncated || err.truncated,
-        ...(Object.keys(spilled).length ? { fullOutput: spilled, bytes: { stdout: out.bytes, stderr: err.bytes } } : {}),
-        timing: r.timing,
-      };
-      const note = Object.keys(spilled).length ? `\n[output cut; the whole of it: ${Object.values(spilled).join(', ')}]` : '';
-      return ok(
-        `exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}\n${out.text}${err.text ? `\n[stderr]\n${err.text}` : ''}${note}`,
-        structured,
-      );
-    }),
+    guard(
+      async (a) => {
+        const env = await envOf(a.env);
+        const r = await env.exec(a.argv, { cwd: a.cwd, timeoutMs: a.timeoutMs, stdin: a.stdin });
+        const out = cut(r.stdout);
+        const err = cut(r.stderr);
+        const spilled: Record<string, string> = {};
+        if (out.truncated || err.truncated) {
+          const id = randomBytes(4).toString('hex');
+          if (out.truncated) await env.files.write((spilled.stdout = `${SPILL_DIR}/${id}.stdout`), r.stdout);
+          if (err.truncated) await env.files.write((spilled.stderr = `${SPILL_DIR}/${id}.stderr`), r.stderr);
+        }
+        const structured = {
+          exitCode: r.exitCode,
+          timedOut: r.timedOut,
+          stdout: out.text,
+          stderr: err.text,
+          truncated: out.truncated || err.truncated,
+          ...(Object.keys(spilled).length ? { fullOutput: spilled, bytes: { stdout: out.bytes, stderr: err.bytes } } : {}),
+          timing: r.timing,
+        };
+        const note = Object.keys(spilled).length ? `\n[output cut; the whole of it: ${Object.values(spilled).join(', ')}]` : '';
+        const result = ok(
+          `exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}\n${out.text}${err.text ? `\n[stderr]\n${err.text}` : ''}${note}`,
+          structured,
+        );
+        return new WithLease(result, r.lease ?? null); // the node says so only while one is held
+      },
+      { ownLease: true },
+    ),
   );
 
   server.registerTool(

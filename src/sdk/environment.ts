@@ -37,6 +37,8 @@ export interface ExecOutcome {
   /** Output past 16 MiB was cut. */
   truncated: boolean;
   timing: ExecTiming;
+  /** A human's takeover lease on the environment as the command started; only while one is held. */
+  lease?: Lease;
 }
 
 export interface BatchStep {
@@ -145,7 +147,7 @@ export class Environment implements AsyncDisposable {
       },
       opts.signal,
     );
-    return { ...asText(r), timing: r.timing };
+    return { ...asText(r), timing: r.timing, ...(r.lease ? { lease: r.lease } : {}) };
   }
 
   /** Many commands in one round trip, in order; stops at the first that fails unless `stopOnError` is false. */

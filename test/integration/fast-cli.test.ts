@@ -256,6 +256,61 @@ for (const engine of testEngines()) {
         ));
     }
 
+    it('runs many commands at once through the one launcher, each with its own output, input and exit code', () =>
+      track(
+        (async () => {
+          const runs = await Promise.all(
+            Array.from({ length: 24 }, (_, i) =>
+              berth(['exec', 'fast', '--', 'sh', '-c', `read x; echo "out ${i} $x"; echo "err ${i}" >&2; exit ${i % 7}`], {
+                stdin: `in${i}\n`,
+              }),
+            ),
+          );
+          runs.forEach((r, i) => {
+            assert.equal(r.path, 'native');
+            assert.deepEqual(shown(r), { code: i % 7, stdout: `out ${i} in${i}\n`, stderr: `err ${i}\n` });
+          });
+        })(),
+      ));
+
+    it('a launcher killed under its commands ends them all, and the next command gets a new one', () =>
+      track(
+        (async () => {
+          // The launcher is `berth-run --serve` whose parent is the agent, a node process (the
+          // supervisors it forks keep its command line; orphaned, their parent is the init).
+          const launchers =
+            'for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in *berth-run\\ --serve*) ' +
+            'read -r _ _ _ pp _ < $p/stat; read -r c < /proc/$pp/comm; [ "$c" = node ] && echo ${p#/proc/};; esac; done';
+          const before = await berth(['exec', 'fast', '--', 'sh', '-c', launchers]);
+          const first = before.stdout.toString().trim();
+          assert.match(first, /^\d+$/, `one launcher: ${before.stdout.toString()}`);
+          // A command that leaves a process behind, running when the launcher goes.
+          let sawStart!: () => void;
+          const started = new Promise<void>((r) => (sawStart = r));
+          const long = berth(['exec', 'fast', '--', 'sh', '-c', 'sleep 300 & echo started; sleep 300'], {
+            onStart: (child, stdout) => {
+              child.stdin?.end();
+              const poll = setInterval(() => stdout().includes('started') && (clearInterval(poll), sawStart()), 20);
+              child.once('close', () => clearInterval(poll));
+            },
+          });
+          await started;
+          const killer = await berth(['exec', 'fast', '--', 'sh', '-c', `sleep 0.5; kill -9 ${first}; sleep 5`]);
+          assert.equal(killer.code, 137, `the command that killed it ends too: ${killer.stderr}`);
+          assert.deepEqual(shown(await long), { code: 137, stdout: 'started\n', stderr: '' });
+          // Nothing either command started is left, and a new launcher runs the next one.
+          const sleeping =
+            'n=0; for p in /proc/[0-9]*; do case "$(tr "\\0" " " < $p/cmdline 2>/dev/null)" in "sleep 300 ") n=$((n+1));; esac; done; echo $n';
+          const left = await berth(['exec', 'fast', '--', 'sh', '-c', `${launchers}; ${sleeping}`]);
+          const lines = left.stdout.toString().trim().split('\n');
+          const [again, asleep] = [lines[0], lines.at(-1)];
+          assert.equal(lines.length, 2, `one launcher, then the count: ${left.stdout.toString()}`);
+          assert.match(again ?? '', /^\d+$/);
+          assert.notEqual(again, first);
+          assert.equal(asleep, '0', 'no sleep 300 is left');
+        })(),
+      ));
+
     it('--json still goes through the Node CLI and prints the same JSON', () =>
       track(
         (async () => {

@@ -2,7 +2,9 @@
  * berth-run: the parent of every command the agent runs, so that no process the command
  * starts can get away from it. Mounted read-only into every environment next to agent.js.
  *
- *   berth-run [--linger] CMD [ARGS...]
+ *   berth-run [--linger] CMD [ARGS...]     one command, as described here
+ *   berth-run --serve                      the launcher (serve.c): the agent starts it once,
+ *                                          and it forks this same supervisor for each command
  *
  * It makes itself a child subreaper (PR_SET_CHILD_SUBREAPER): a process of the command
  * that is orphaned (a double fork, a daemon, a fork bomb) is re-parented to berth-run,
@@ -35,6 +37,8 @@
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "run.h"
 
 #define CTL 3
 
@@ -70,17 +74,9 @@ static int read_ctl(void) {
   return hold;
 }
 
-int main(int argc, char **argv) {
-  int linger = 0;
-  int first = 1;
-  if (argc > 1 && strcmp(argv[1], "--linger") == 0) {
-    linger = 1;
-    first = 2;
-  }
-  if (argc <= first) {
-    fprintf(stderr, "usage: berth-run [--linger] CMD [ARGS...]\n");
-    return 2;
-  }
+int supervise(char **cmd, int linger) {
+  /* Its own session and group (the launcher's children start in the launcher's). */
+  setsid();
   ctl_open = fcntl(CTL, F_GETFD) != -1;
   /* Without it (an old kernel) the agent still finds the command's processes by marker. */
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -106,7 +102,7 @@ int main(int argc, char **argv) {
     setsid();
     close(CTL);
     close(errp[0]);
-    execvp(argv[first], argv + first);
+    execvp(cmd[0], cmd);
     int e = errno;
     while (write(errp[1], &e, sizeof e) < 0 && errno == EINTR) {
     }
@@ -178,4 +174,19 @@ int main(int argc, char **argv) {
     if (none_left || !(hold || linger)) return 0;
   }
   return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--serve") == 0) return serve();
+  int linger = 0;
+  int first = 1;
+  if (argc > 1 && strcmp(argv[1], "--linger") == 0) {
+    linger = 1;
+    first = 2;
+  }
+  if (argc <= first) {
+    fprintf(stderr, "usage: berth-run --serve | [--linger] CMD [ARGS...]\n");
+    return 2;
+  }
+  return supervise(argv + first, linger);
 }
