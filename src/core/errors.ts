@@ -31,6 +31,9 @@ export const ERROR_TABLE = {
   over_budget: { exit: 28, http: 409 },
   secret_no_host: { exit: 30, http: 400 },
   secret_unknown: { exit: 31, http: 422 },
+  invalid_devcontainer: { exit: 60, http: 422 },
+  build_failed: { exit: 61, http: 422 },
+  registry_unreachable: { exit: 62, http: 502 },
   quota_exceeded: { exit: 41, http: 429 },
   isolation_unavailable: { exit: 42, http: 422 },
   timeout: { exit: 124, http: 504 },
@@ -128,6 +131,8 @@ const CLASS_OF: Partial<Record<ErrorCode, typeof BerthError>> = {
   secret_no_host: UsageError,
   secret_unknown: NotFoundError,
   taken_over: TakenOverError,
+  invalid_devcontainer: InvalidRequestError,
+  registry_unreachable: UnavailableError,
 };
 
 /** The error of its code's class (a plain BerthError for codes without one). */

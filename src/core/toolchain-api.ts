@@ -32,6 +32,41 @@ export const BuiltToolchain = z.object({
 });
 export type BuiltToolchain = z.infer<typeof BuiltToolchain>;
 
+/** `berth toolchain build --devcontainer PATH`: a file (or folder) on the node's disk. */
+export const BuildDevcontainerRequest = z
+  .object({
+    /** Absolute: a devcontainer.json, or a folder holding .devcontainer/devcontainer.json. */
+    path: z.string().min(1).max(4096).regex(/^\//, 'the path must be absolute'),
+    /** The folder `${localWorkspaceFolder}` names (default: the file's project folder). */
+    workspaceFolder: z.string().min(1).max(4096).regex(/^\//, 'the path must be absolute').optional(),
+    /** The path shown in messages. */
+    shownAs: z.string().max(4096).optional(),
+  })
+  .strict();
+export type BuildDevcontainerRequest = z.infer<typeof BuildDevcontainerRequest>;
+export const BuildStep = z.object({
+  line: z.number().int(),
+  text: z.string(),
+  cache: z.enum(['hit', 'miss', 'base']),
+  why: z.string(),
+});
+export type BuildStep = z.infer<typeof BuildStep>;
+export const BuiltDevcontainer = z.object({
+  digest: Digest,
+  /** The tag berth gave the build, or the image the file names. */
+  tag: z.string(),
+  /** No step was rebuilt. */
+  cached: z.boolean(),
+  image: z.string().optional(),
+  build: z.object({ dockerfile: z.string(), context: z.string(), args: z.record(z.string()), target: z.string().optional() }).optional(),
+  /** Each Dockerfile step: a cache hit or miss, and why. */
+  steps: z.array(BuildStep),
+  /** One line per field of the file berth does not honour. */
+  warnings: z.array(z.string()),
+  seconds: z.number(),
+});
+export type BuiltDevcontainer = z.infer<typeof BuiltDevcontainer>;
+
 export const PullToolchainRequest = z
   .object({ digest: Digest, registry: RegistryAddress, via: z.enum(['auto', 'engine', 'berth']).optional() })
   .strict();
@@ -77,6 +112,15 @@ export const TOOLCHAIN_ROUTES = {
     summary: "build the default toolchain into the node's engine (cached by its inputs); progress as NDJSON",
     request: BuildToolchainRequest,
     response: BuiltToolchain,
+  },
+  buildDevcontainer: {
+    method: 'POST',
+    path: '/v1/toolchain/devcontainer',
+    kind: 'progress',
+    access: 'node',
+    summary: "build a devcontainer.json's toolchain (its image, or its Dockerfile with per-step caching, explained); progress as NDJSON",
+    request: BuildDevcontainerRequest,
+    response: BuiltDevcontainer,
   },
   pullToolchain: {
     method: 'POST',

@@ -3,7 +3,17 @@
 import type { Readable } from 'node:stream';
 import { BerthError } from '../core/errors.js';
 import { IMAGE_REF_RULE, isImageRef } from '../core/image-ref.js';
-import type { ContainerInfo, ContainerSpec, ContainerStatus, Engine, EngineVersion, IdMap, ImageInfo, NetworkInfo } from './engine.js';
+import type {
+  ContainerInfo,
+  ContainerSpec,
+  ContainerStatus,
+  Engine,
+  EngineVersion,
+  IdMap,
+  ImageBuildOptions,
+  ImageInfo,
+  NetworkInfo,
+} from './engine.js';
 import { EngineHttp, engineMessage, type HttpResponse } from './http-client.js';
 
 const API = '/v1.41';
@@ -91,6 +101,60 @@ export class DockerApiEngine implements Engine {
     check(res, 'load image');
     const text = res.body.toString('utf8');
     if (/"error"\s*:/.test(text)) throw new BerthError('internal', `engine refused the image: ${text.slice(0, 300)}`);
+  }
+
+  async buildImage(context: Readable, opts: ImageBuildOptions, onLine: (line: string) => void, signal?: AbortSignal): Promise<string> {
+    const q = new URLSearchParams({
+      dockerfile: opts.dockerfile,
+      t: opts.tag,
+      buildargs: JSON.stringify(opts.args),
+      labels: JSON.stringify(opts.labels),
+      rm: '1',
+      forcerm: '1',
+      // The classic builder answers step by step ("Using cache"), which --explain reads.
+      version: '1',
+      // Podman: keep every step's layer, so a later rebuild reuses them.
+      layers: 'true',
+      ...(opts.target ? { target: opts.target } : {}),
+    });
+    const res = await this.http.uploadStreaming(`${API}/build?${q.toString()}`, context, 'application/x-tar', signal);
+    let id = '';
+    let error = '';
+    const tail: string[] = [];
+    let buf = '';
+    let body = '';
+    for await (const chunk of res) {
+      buf += (chunk as Buffer).toString('utf8');
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        if (res.statusCode !== 200) {
+          body += line;
+          continue;
+        }
+        let j: { stream?: string; error?: string; aux?: { ID?: string } };
+        try {
+          j = JSON.parse(line) as typeof j;
+        } catch {
+          continue;
+        }
+        if (j.aux?.ID) id = j.aux.ID;
+        if (j.error) error = j.error.trim();
+        for (const l of (j.stream ?? '').split('\n')) {
+          if (!l.trim()) continue;
+          onLine(l);
+          tail.push(l);
+          if (tail.length > 20) tail.shift();
+          const built = /^Successfully built ([0-9a-f]{12,64})$/.exec(l.trim());
+          if (built && !id) id = built[1]!;
+        }
+      }
+    }
+    if (res.statusCode !== 200) throw new BerthError('build_failed', `the engine refused the build: ${(body || buf).slice(0, 300)}`);
+    if (error) throw new BerthError('build_failed', error, undefined, { cause: tail.join('\n') });
+    if (!id) throw new BerthError('build_failed', `the engine built no image: ${tail.slice(-3).join(' / ')}`);
+    return id.startsWith('sha256:') ? id : ((await this.inspectImage(id, signal))?.id ?? id);
   }
 
   async pullFromRegistry(

@@ -73,6 +73,15 @@ export interface NetworkInfo {
   subnets: string[];
 }
 
+export interface ImageBuildOptions {
+  /** The Dockerfile's path inside the context. */
+  dockerfile: string;
+  tag: string;
+  args: Record<string, string>;
+  target?: string;
+  labels: Record<string, string>;
+}
+
 export interface EngineVersion {
   name: 'podman' | 'docker' | 'unknown';
   version: string;
@@ -92,6 +101,13 @@ export interface Engine {
    * such pull, and the caller streams the image in with loadImage instead.
    */
   pullFromRegistry(ref: string, opts: { tlsVerify: boolean; onStatus?: (line: string) => void }, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Builds an image from a Dockerfile in a build context (a tar stream), with the engine's own
+   * layer cache. Each line of the builder's output goes to `onLine`; resolves with the image id.
+   * A failing step rejects with `build_failed` (its output kept in the message's tail), and the
+   * engine removes the step's intermediate container.
+   */
+  buildImage(context: Readable, opts: ImageBuildOptions, onLine: (line: string) => void, signal?: AbortSignal): Promise<string>;
   /** The image as a docker-archive tar stream. */
   exportImage(ref: string, signal?: AbortSignal): Promise<Readable>;
   createContainer(spec: ContainerSpec, signal?: AbortSignal): Promise<string>;

@@ -48,6 +48,26 @@ export class EngineHttp {
     });
   }
 
+  /** Sends a stream, and answers with the response to read as a stream (a build's output). */
+  uploadStreaming(path: string, stream: Readable, contentType: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const headers = { 'content-type': contentType, 'transfer-encoding': 'chunked' };
+      const req = http.request({ ...this.base, agent: this.agent, method: 'POST', path, headers, signal }, resolve);
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.name === 'AbortError'
+            ? err
+            : new BerthError('engine_unavailable', `container engine at ${this.endpoint} is unreachable (${err.code ?? err.message})`),
+        ),
+      );
+      stream.on('error', (err) => {
+        reject(err);
+        req.destroy();
+      });
+      stream.pipe(req);
+    });
+  }
+
   upload(path: string, stream: Readable, contentType: string, signal?: AbortSignal, method = 'POST'): Promise<HttpResponse> {
     return this.send(method, path, { 'content-type': contentType, 'transfer-encoding': 'chunked' }, stream, signal);
   }

@@ -17,6 +17,7 @@ function callerGone(res: http.ServerResponse): AbortSignal {
 
 export const TOOLCHAIN_HANDLERS: Handlers = {
   buildToolchain: ({ parts, body, progress, res }) => toolchainOps(parts.manager).build(body.force ?? false, progress, callerGone(res)),
+  buildDevcontainer: ({ parts, body, progress, res }) => toolchainOps(parts.manager).buildDevcontainer(body, progress, callerGone(res)),
   pullToolchain: ({ parts, body, progress, res }) => toolchainOps(parts.manager).pull(body, progress, callerGone(res)),
   pushToolchain: ({ parts, body, progress, res }) => toolchainOps(parts.manager).push(body, progress, callerGone(res)),
   toolchainStatus: async ({ parts, query }) => {

@@ -8,7 +8,11 @@
 import type { BuildResult } from '../toolchain/base-image.js';
 import { buildBaseImage, defaultToolchainDigest, setDefaultToolchain } from '../toolchain/base-image.js';
 import { BerthError } from '../core/errors.js';
+import { buildDevcontainer } from '../toolchain/devcontainer/build.js';
+import { loadDevcontainer } from '../toolchain/devcontainer/load.js';
 import type {
+  BuildDevcontainerRequest,
+  BuiltDevcontainer,
   BuiltToolchain,
   ProgressReport,
   PulledToolchain,
@@ -40,6 +44,17 @@ export class ToolchainOps {
         onProgress: (p) => (p.phase === 'done' ? undefined : report({ message: p.message, fraction: p.fraction })),
       }),
     );
+  }
+
+  buildDevcontainer(
+    req: BuildDevcontainerRequest,
+    progress: (p: ProgressReport) => void,
+    callerGone: AbortSignal,
+  ): Promise<BuiltDevcontainer> {
+    return this.shared(`devcontainer:${req.path}`, { stopWhenAlone: true }, progress, callerGone, async (report, signal) => {
+      const dc = await loadDevcontainer(req.path, { workspaceFolder: req.workspaceFolder, shownAs: req.shownAs });
+      return buildDevcontainer(this.manager.engine, dc, { onProgress: report, signal });
+    });
   }
 
   pull(req: PullToolchainRequest, progress: (p: ProgressReport) => void, callerGone: AbortSignal): Promise<PulledToolchain> {

@@ -2,9 +2,24 @@
 // registry by digest, ask whether a node has one. The work is the node's (its engine, its layer
 // cache); progress comes back as it goes.
 import type { NodeClient } from '../client/client.js';
-import type { BuiltToolchain, ProgressReport, PulledToolchain, PushedToolchain, ToolchainStatus } from '../core/toolchain-api.js';
+import type {
+  BuiltDevcontainer,
+  BuiltToolchain,
+  ProgressReport,
+  PulledToolchain,
+  PushedToolchain,
+  ToolchainStatus,
+} from '../core/toolchain-api.js';
 
-export type { BuiltToolchain, ProgressReport, PulledToolchain, PushedToolchain, ToolchainStatus } from '../core/toolchain-api.js';
+export type {
+  BuildStep,
+  BuiltDevcontainer,
+  BuiltToolchain,
+  ProgressReport,
+  PulledToolchain,
+  PushedToolchain,
+  ToolchainStatus,
+} from '../core/toolchain-api.js';
 
 export interface ProgressOptions {
   onProgress?: (p: ProgressReport) => void;
@@ -19,6 +34,26 @@ export function registryFromEnv(env: NodeJS.ProcessEnv = process.env): string | 
 /** Builds the default toolchain into the node's engine (cached by its inputs unless `force`). */
 export function buildToolchain(node: NodeClient, opts: ProgressOptions & { force?: boolean } = {}): Promise<BuiltToolchain> {
   return node.callProgress('buildToolchain', { body: { force: opts.force }, onProgress: opts.onProgress, signal: opts.signal });
+}
+
+/**
+ * Builds the toolchain a devcontainer.json describes, on the node (the path is on its disk):
+ * its image, or its Dockerfile with the engine's layer cache, each step explained.
+ */
+export function buildDevcontainer(
+  node: NodeClient,
+  path: string,
+  opts: ProgressOptions & { workspaceFolder?: string; shownAs?: string } = {},
+): Promise<BuiltDevcontainer> {
+  return node.callProgress('buildDevcontainer', {
+    body: {
+      path,
+      ...(opts.workspaceFolder ? { workspaceFolder: opts.workspaceFolder } : {}),
+      ...(opts.shownAs ? { shownAs: opts.shownAs } : {}),
+    },
+    onProgress: opts.onProgress,
+    signal: opts.signal,
+  });
 }
 
 /**

@@ -2,7 +2,15 @@
 // this draws its progress.
 import { BerthError } from '../../core/errors.js';
 import { connectLocal } from '../../sdk/connect.js';
-import { buildToolchain, pullToolchain, pushToolchain, registryFromEnv, type BuiltToolchain } from '../../sdk/toolchain.js';
+import { resolve } from 'node:path';
+import {
+  buildDevcontainer,
+  buildToolchain,
+  pullToolchain,
+  pushToolchain,
+  registryFromEnv,
+  type BuiltToolchain,
+} from '../../sdk/toolchain.js';
 import type { NodeClient } from '../../client/client.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { printJson } from '../output.js';
@@ -59,16 +67,42 @@ export async function cmdToolchain(argv: string[]): Promise<number> {
       'usage',
       'usage: berth toolchain build [--force] | push [DIGEST] --registry R | pull DIGEST --registry R [--via engine|berth]',
     );
-  const p = parseArgs(rest, { boolean: ['json', 'force'], value: ['devcontainer', 'file'] });
-  if (p.flags.has('devcontainer') || p.flags.has('file')) {
+  const p = parseArgs(rest, { boolean: ['json', 'force', 'explain'], value: ['devcontainer', 'file', 'workspace-folder'] });
+  if (p.flags.has('file')) {
     throw new BerthError(
       'usage',
-      'building from devcontainer.json or a Containerfile is not available yet',
-      'run `berth toolchain build` for the default Debian toolchain',
+      'building from a Containerfile is not available yet',
+      'name it in a devcontainer.json and use --devcontainer',
     );
   }
+  const dcPath = flag(p, 'devcontainer');
+  if (dcPath !== undefined) return buildFromDevcontainer(dcPath, flag(p, 'workspace-folder'), bool(p, 'explain'), bool(p, 'json'));
   const r = await ensureToolchain({ force: bool(p, 'force') });
   if (bool(p, 'json')) printJson(r);
   else process.stdout.write(r.digest + '\n');
   return 0;
+}
+
+/** `berth toolchain build --devcontainer PATH [--explain]`: the node builds it; warnings and the explanation go to stderr. */
+async function buildFromDevcontainer(p: string, workspaceFolder: string | undefined, explain: boolean, json: boolean): Promise<number> {
+  const node = await connectLocal({ autostart: true });
+  const bar = new Progress('devcontainer', json);
+  try {
+    const r = await buildDevcontainer(node, resolve(p), {
+      shownAs: p,
+      ...(workspaceFolder ? { workspaceFolder: resolve(workspaceFolder) } : {}),
+      onProgress: (x) => bar.update(x.message, x.fraction),
+    });
+    const misses = r.steps.filter((s) => s.cache === 'miss').length;
+    bar.done(`${r.digest} (${r.steps.length ? `${r.steps.length - misses} cached, ${misses} rebuilt` : r.tag})`);
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+    if (explain)
+      for (const s of r.steps)
+        process.stderr.write(`${s.cache.padEnd(4)}  line ${String(s.line).padEnd(4)} ${s.text.slice(0, 60)}  (${s.why})\n`);
+    if (json) printJson(r);
+    else process.stdout.write(r.digest + '\n');
+    return 0;
+  } finally {
+    node.close();
+  }
 }
