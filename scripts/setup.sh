@@ -23,7 +23,7 @@ done
 say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 
 need=()
-for pkg in podman runc mmdebstrap uidmap iptables iproute2 catatonit git gcc libc6-dev chromium fonts-dejavu-core tmux openssh-client btrfs-progs rsync docker-registry; do
+for pkg in podman runc mmdebstrap uidmap iptables iproute2 catatonit git gcc libc6-dev chromium fonts-dejavu-core tmux openssh-client btrfs-progs rsync runsc docker-registry; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ "$with_docker" = 1 ]; then
