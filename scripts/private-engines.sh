@@ -48,6 +48,9 @@ if [ "$cmd" = down ]; then down; exit 0; fi
 ensure_userns_range
 
 mkdir -p "$dir/root"
+# dockerd with userns-remap needs every directory on the way to its data root searchable by the
+# remapped root (o+x); mktemp -d makes the directory 0700.
+chmod 711 "$dir"
 # A file system of its own: the root file system here is ext4 without a journal, where a mass
 # delete slows file creation for minutes; unmounting this one deletes nothing.
 if ! mountpoint -q "$dir/root"; then
