@@ -19,7 +19,13 @@ const CLI = join(ROOT, 'node_modules', '.bin', 'devcontainer');
 /** Refused on purpose (Docker Compose); tested below rather than compared. */
 const REFUSED = new Set(['anthropics+claude-code-compose']);
 /** A fixed local environment, so `${localEnv:…}` reads the same on both sides. */
-const ENV = { ...process.env, TZ: 'Europe/Berlin', HOME: '/home/tester' };
+const ENV = {
+  ...process.env,
+  TZ: 'Europe/Berlin',
+  HOME: '/home/tester',
+  // The devcontainers CLI asks a docker CLI for existing containers: the suite's own dockerd.
+  ...(process.env.BERTH_DOCKER_SOCKET ? { DOCKER_HOST: `unix://${process.env.BERTH_DOCKER_SOCKET}` } : {}),
+};
 
 type Cfg = Record<string, unknown>;
 
