@@ -2,12 +2,11 @@
 // socket in the environment's run directory, workspaces as host directories or btrfs
 // subvolumes, and isolation by iptables. The environment manager uses these unchanged from
 // before the ports existed; a Kubernetes node provides its own (src/engine/kubernetes).
-import { thawTree } from '../workspace/trees.js';
 import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
-import { createSubvolume, deleteSubvolume, isSubvolume } from '../workspace/btrfs.js';
+import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
 import { isolateNetwork } from './firewall.js';
 
 /** The agent's unix socket, which the environment's run directory holds. */
@@ -57,9 +56,8 @@ export class HostWorkspaces implements WorkspaceProvisioner {
     else mkdirSync(path);
   }
 
-  /** In constant time on copy-on-write storage; a whole copy elsewhere. */
-  cloneTree(tree: string, path: string, signal?: AbortSignal): Promise<void> {
-    return thawTree(tree, path, { cow: this.cow, signal });
+  cloneTree(tree: string, path: string): Promise<void> {
+    return snapshotSubvolume(tree, path, false);
   }
 
   async remove(path: string): Promise<void> {

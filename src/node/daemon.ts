@@ -27,7 +27,7 @@ import { createApiServer, type ExtraHandler } from './server.js';
 import { TokenStore } from './tokens.js';
 import { NodeSecrets } from '../env/secrets/node-secrets.js';
 import { BlobStore } from '../workspace/blob-store.js';
-import { releaseStorage, setupStorage } from '../workspace/storage.js';
+import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
 import { PtySessions } from '../env/pty-sessions.js';
 import { PoolKeeper } from '../env/pools.js';
 import { Reaper } from '../env/reaper.js';
@@ -66,17 +66,16 @@ export function socketPathFor(home: string): string {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const config = loadNodeConfig();
-  const storage = await setupStorage(config.home, process.env, log);
-  config.workRoot = storage.workRoot;
-  config.cow = storage.kind === 'btrfs';
-  config.storage = { kind: storage.kind, reason: storage.reason };
+  if (process.env.BERTH_STORAGE === 'btrfs') {
+    config.workRoot = await ensureBtrfsStorage(config.home, Number(process.env.BERTH_STORAGE_GB || 20), log);
+    config.cow = true;
+  } else if (isBtrfs(config.home)) config.cow = true;
   mkdirSync(join(config.workRoot, 'envs'), { recursive: true, mode: 0o700 });
   const socketPath = socketPathFor(config.home);
   // One daemon per home: the lock is taken before reconciling, so a second daemon can never
   // mistake the first one's work in progress for a crash's leftovers.
   const releaseLock = takeLock(join(config.home, 'daemon.lock'), socketPath);
-  // Last out before the lock: a loop file this node mounted, once it holds no environment.
-  const cleanups: Array<() => void | Promise<void>> = [releaseLock, () => releaseStorage(storage, config.home, log)];
+  const cleanups: Array<() => void | Promise<void>> = [releaseLock];
   const unwind = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c();
   };
@@ -127,7 +126,6 @@ async function start(
     version: VERSION,
     engine: { name: v.name, endpoint: engine.endpoint, version: v.version },
     defaultToolchain: defaultToolchainDigest(),
-    storage: { ...config.storage, root: config.workRoot },
   });
 
   const servers: Server[] = [];
