@@ -86,23 +86,7 @@ export class AgentConnection {
   }
 
   static open(socketPath: string, signal?: AbortSignal): Promise<AgentConnection> {
-    return new Promise((resolve, reject) => {
-      const sock = connect(socketPath);
-      const onAbort = (): void => {
-        sock.destroy();
-        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      sock.once('connect', () => {
-        signal?.removeEventListener('abort', onAbort);
-        sock.removeAllListeners('error');
-        resolve(new AgentConnection(sock));
-      });
-      sock.once('error', (err) => {
-        signal?.removeEventListener('abort', onAbort);
-        reject(err);
-      });
-    });
+    return connectUnix(socketPath, signal).then((sock) => new AgentConnection(sock));
   }
 
   get isOpen(): boolean {
@@ -156,4 +140,25 @@ export class AgentConnection {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
+}
+
+/** A connected unix socket, or the connect's error; `signal` abandons the attempt. */
+export function connectUnix(path: string, signal?: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(path);
+    const onAbort = (): void => {
+      sock.destroy();
+      reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    sock.once('connect', () => {
+      signal?.removeEventListener('abort', onAbort);
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (err) => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+  });
 }

@@ -3,7 +3,7 @@
 // subvolumes, and isolation by iptables. The environment manager uses these unchanged from
 // before the ports existed; a Kubernetes node provides its own (src/engine/kubernetes).
 import { lstatSync, mkdirSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connectUnix } from '../agent/client.js';
 import type { Duplex } from 'node:stream';
 import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
 import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
@@ -27,23 +27,7 @@ export class UnixSocketChannel implements AgentChannel {
   }
 
   open(signal?: AbortSignal): Promise<Duplex> {
-    return new Promise((resolve, reject) => {
-      const sock = connect(this.path);
-      const onAbort = (): void => {
-        sock.destroy();
-        reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      sock.once('connect', () => {
-        signal?.removeEventListener('abort', onAbort);
-        sock.removeAllListeners('error');
-        resolve(sock);
-      });
-      sock.once('error', (err) => {
-        signal?.removeEventListener('abort', onAbort);
-        reject(err);
-      });
-    });
+    return connectUnix(this.path, signal);
   }
 }
 
