@@ -97,6 +97,9 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$r/podman/events.log"
 tmp_dir = "$r/podman/tmp"
+# Locks of its own (files under tmp_dir): every root Podman on a machine otherwise shares the one
+# /dev/shm/libpod_lock, and a Podman killed while it holds a lock there wedges all the others.
+lock_type = "file"
 
 ${podman_runtimes:-}
 

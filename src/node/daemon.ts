@@ -27,6 +27,7 @@ import { createApiServer, type ExtraHandler } from './server.js';
 import { TokenStore } from './tokens.js';
 import { NodeSecrets } from '../env/secrets/node-secrets.js';
 import { BlobStore } from '../workspace/blob-store.js';
+import { sweepViews } from '../workspace/confined-tree.js';
 import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
 import { PtySessions } from '../env/pty-sessions.js';
 import { PoolKeeper } from '../env/pools.js';
@@ -103,6 +104,7 @@ async function start(
   cleanups.push(() => db.close());
   const store = new BlobStore(join(config.home, 'store'));
   store.sweepTmp();
+  sweepViews();
   const events = new EventBus(db);
   const secrets = await NodeSecrets.start({
     db,

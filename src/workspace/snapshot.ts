@@ -74,7 +74,7 @@ function plumbing(gitDir: string, workTree: string, args: string[], signal?: Abo
  */
 async function addConfined(gitDir: string, workTree: string, args: string[], signal?: AbortSignal): Promise<void> {
   try {
-    await runConfinedToTree(workTree, ['git', ...SAFE_GIT_CONFIG, `--git-dir=${gitDir}`, `--work-tree=${workTree}`, 'add', ...args], {
+    await runConfinedToTree(workTree, (view) => ['git', ...SAFE_GIT_CONFIG, `--git-dir=${gitDir}`, `--work-tree=${view}`, 'add', ...args], {
       env: gitEnv(gitDir),
       signal,
     });
