@@ -314,7 +314,14 @@ export class DockerApiEngine implements Engine {
   }
 
   async removeContainer(id: string, signal?: AbortSignal): Promise<void> {
-    const res = await this.http.request('DELETE', `${API}/containers/${id}?force=true&v=true`, undefined, signal);
+    let res = await this.http.request('DELETE', `${API}/containers/${id}?force=true&v=true`, undefined, signal);
+    // Podman 4.3 here sometimes fails a removal with EBUSY on the container's shm directory
+    // (seen in CI right after a copy into the container): the mount it unmounted is still
+    // busy for a moment. The container is left in place, so asking again is safe.
+    for (let i = 0; i < 20 && res.status >= 500 && /device or resource busy/i.test(engineMessage(res)); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      res = await this.http.request('DELETE', `${API}/containers/${id}?force=true&v=true`, undefined, signal);
+    }
     if (res.status === 404) return;
     // Someone else is removing it already: wait for that to finish.
     if (res.status === 409 && /already in progress/i.test(engineMessage(res))) {

@@ -140,7 +140,8 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     assert.equal(await sums(laptop), await sums(agents1));
     assert.match(await sums(laptop), /marker/);
     // Again, warm: nothing but the new snapshot's manifest moves.
-    await laptop.cli(['rm', '--discard', 'fix-login']);
+    const rm = await laptop.cli(['rm', '--discard', 'fix-login']);
+    assert.equal(rm.code, 0, rm.stderr);
     const warm = await laptop.json<Entered>(['enter', 'agents-1/fix-login', '--no-shell']);
     assert.equal(warm.toolchainPulled, false);
     assert.ok(warm.transferred.blobs <= 1, `warm enter moved ${warm.transferred.blobs} blobs`);
@@ -321,7 +322,8 @@ describe('many nodes: enter, push, attach, forward, SSH, placement', () => {
     assert.match(down.stderr, /registry .* is unreachable/);
 
     // The remote environment is removed while it is entered here.
-    await agents1.cli(['rm', '--discard', 'fix-login']);
+    const gone = await agents1.cli(['rm', '--discard', 'fix-login']);
+    assert.equal(gone.code, 0, gone.stderr);
     const orphan = await laptop.cli(['push', 'fix-login']);
     assert.equal(orphan.code, 4);
     assert.match(orphan.stderr, /no environment named fix-login/);
