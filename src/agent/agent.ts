@@ -263,7 +263,11 @@ function writeOne(ctx: OpContext, op: WriteFileOp): void {
         .then(() => rename(tmp, path))
         .then(() => ctx.respond(body))
         .catch((err: unknown) => {
-          rmSync(tmp, { force: true });
+          try {
+            rmSync(tmp, { force: true });
+          } catch {
+            /* a name too long to make was never made */
+          }
           fsFail(ctx, err, op.path);
         });
     },
@@ -275,6 +279,10 @@ function fsFail(ctx: OpContext, err: unknown, path: string): void {
   if (e.code === 'ENOENT') ctx.fail('not_found', `no such file: ${path}`);
   else if (e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS') ctx.fail('invalid_request', `not permitted: ${path}`);
   else if (e.code === 'EISDIR') ctx.fail('invalid_request', `is a directory: ${path}`);
+  else if (e.code === 'ENOTDIR') ctx.fail('invalid_request', `a component of the path is not a directory: ${path.slice(0, 200)}`);
+  else if (e.code === 'ENAMETOOLONG') ctx.fail('invalid_request', `the path is too long: ${path.slice(0, 200)}…`);
+  else if (e.code === 'ELOOP') ctx.fail('invalid_request', `too many levels of symbolic links: ${path.slice(0, 200)}`);
+  else if (e.code === 'EEXIST') ctx.fail('conflict', `something is in the way: ${path.slice(0, 200)}`);
   else if (e.code === 'OUTSIDE') ctx.fail('invalid_request', e.message);
   else ctx.fail('internal', e.message ?? String(err));
 }

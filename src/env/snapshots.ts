@@ -52,7 +52,16 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
   // Looked at, not followed: the environment may have made `.git` a link to a host path.
   if (!lstatSync(join(ws, '.git'), { throwIfNoEntry: false }))
     throw new BerthError('not_found', `environment ${name} has no workspace left to snapshot`);
-  for (const a of opts.artifacts ?? []) safeRelative(a);
+  for (const a of opts.artifacts ?? []) {
+    // A name git cannot take as a pathspec (a newline, a control character) is refused here.
+    if (/[\u0000-\u001f\u007f]/.test(a) || a.length > 4096)
+      throw new BerthError(
+        'invalid_request',
+        `artifact ${JSON.stringify(a.slice(0, 200))} is not a path berth can keep`,
+        'name a file in the workspace',
+      );
+    safeRelative(a);
+  }
   const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
   // Copy-on-write: freeze the whole tree first (constant time), then read the diff from the
   // frozen copy, so the two always agree and a busy agent cannot change files mid-read.

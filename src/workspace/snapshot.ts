@@ -81,7 +81,7 @@ async function addConfined(gitDir: string, workTree: string, args: string[], sig
   } catch (err) {
     if (err instanceof BerthError || !('stderr' in (err as object))) throw err;
     const e = err as TreeRunFailure;
-    const missing = /pathspec '(.*)' (did not match any files|is beyond a symbolic link)/.exec(e.stderr);
+    const missing = /pathspec '([\s\S]*?)' (did not match any files|is beyond a symbolic link)/.exec(e.stderr);
     if (missing) throw new BerthError('not_found', `artifact ${missing[1]} does not exist in the workspace`);
     if (/Too many levels of symbolic links/.test(e.stderr)) {
       throw new BerthError(
