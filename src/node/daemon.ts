@@ -67,7 +67,10 @@ export function socketPathFor(home: string): string {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const config = loadNodeConfig();
-  const storage = await setupStorage(config.home, process.env, log);
+  // What setting up the storage says is told once the engine answers: a node that cannot start
+  // says why in one line.
+  const early: string[] = [];
+  const storage = await setupStorage(config.home, process.env, (l) => early.push(l));
   config.workRoot = storage.workRoot;
   config.cow = storage.kind === 'btrfs';
   config.storage = { kind: storage.kind, reason: storage.reason };
@@ -82,7 +85,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaem
     for (const c of cleanups.reverse()) await c();
   };
   try {
-    return await start(config, socketPath, opts, log, cleanups);
+    return await start(config, socketPath, opts, log, cleanups, early);
   } catch (err) {
     await unwind();
     throw err;
@@ -95,11 +98,13 @@ async function start(
   opts: DaemonOptions,
   log: (line: string) => void,
   cleanups: Array<() => void | Promise<void>>,
+  early: string[],
 ): Promise<RunningDaemon> {
   if (existsSync(socketPath)) rmSync(socketPath, { force: true });
   const { engine, how } = await discoverEngine({ log, logDir: config.home });
   cleanups.push(() => engine.close());
   const v = await engine.version();
+  for (const l of early) log(l);
   log(`berth: engine ${v.name} ${v.version} at ${engine.endpoint} (${how})`);
   const db = new StateDb(join(config.home, 'state.db'));
   cleanups.push(() => db.close());
