@@ -154,7 +154,10 @@ export async function restore(manager: EnvManager, name: string, id: string): Pr
     else if (e.kind === 'symlink') links.push([rel, blobs.get(e.blob!)!.toString('utf8')]);
     else {
       const { conn } = await manager.agentFor(name);
-      const r = await conn.request({ op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644 }, blobs.get(e.blob!));
+      const r = await conn.request(
+        { op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644, exact: true },
+        blobs.get(e.blob!),
+      );
       if (!r.ok) throw new BerthError('internal', `could not write ${rel}: ${r.error?.message ?? ''}`);
     }
   }

@@ -53,9 +53,12 @@ export async function freezeTree(ws: string, dest: string, opts: { previous?: st
     return 'subvolume';
   }
   const prev = opts.previous && existsSync(opts.previous) && !isSubvolumeSync(opts.previous) ? opts.previous : undefined;
-  const argv = (await hasRsync())
-    ? ['rsync', '-aH', '--no-devices', '--no-specials', ...(prev ? [`--link-dest=${prev}`] : []), '--', `${ws}/`, `${dest}/`]
-    : ['cp', '-a', '--reflink=auto', '--', ws, dest];
+  const rsync = await hasRsync();
+  // The copy reads the workspace through its link-proof view (see confined-tree.ts).
+  const argv = (view: string): string[] =>
+    rsync
+      ? ['rsync', '-aH', '--no-devices', '--no-specials', ...(prev ? [`--link-dest=${prev}`] : []), '--', `${view}/`, `${dest}/`]
+      : ['cp', '-a', '--reflink=auto', '--', view, dest];
   try {
     await runConfinedToTree(ws, argv, { env: process.env, signal: opts.signal });
   } catch (err) {
