@@ -453,7 +453,9 @@ export class EngineApi {
 
   constructor(
     readonly engine: EngineName,
-    readonly socketPath = ENGINE_SOCKET[engine],
+    // The engines berth itself was pointed at (BERTH_PODMAN_SOCKET, BERTH_DOCKER_SOCKET), else the usual sockets.
+    readonly socketPath = (engine === 'podman' ? process.env.BERTH_PODMAN_SOCKET : process.env.BERTH_DOCKER_SOCKET) ||
+      ENGINE_SOCKET[engine],
   ) {}
 
   private raw(method: string, path: string, body: unknown, agent: http.Agent | false): Promise<{ status: number; body: Buffer }> {
@@ -626,10 +628,15 @@ export class BerthNode {
    * btrfs loop file at $BERTH_HOME/fs, which is unmounted after the daemon stops and before
    * its home is deleted.
    */
-  static async start(engine: EngineName, digest: string, o: { listen?: string; env?: Record<string, string> } = {}): Promise<BerthNode> {
+  static async start(
+    engine: EngineName,
+    digest: string,
+    o: { listen?: string; env?: Record<string, string>; home?: string } = {},
+  ): Promise<BerthNode> {
     if (stopping) throw new Error('not starting a daemon: the run is being cleaned up');
     touchedEngines.add(engine);
-    const home = tempDir(`berth-bench-${engine}-`);
+    // A home of the caller's (on a file system of its own, say) is the caller's to remove.
+    const home = o.home ?? tempDir(`berth-bench-${engine}-`);
     // Registered after the home's removal and before the daemon's stop: it runs between them.
     if (o.env?.BERTH_STORAGE === 'btrfs') onCleanup(`umount ${join(home, 'fs')}`, () => unmount(join(home, 'fs')));
     // Its own cache, so the repository mirrors it makes go away with it; the toolchain

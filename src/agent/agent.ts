@@ -12,7 +12,7 @@ import { describe, toolVersions } from './describe-op.js';
 import { listDir } from './files-op.js';
 import { resources } from './procfs.js';
 import { runBatch, runExec } from './exec-op.js';
-import { resolveInside } from './paths.js';
+import { makeRealDirs, resolveInside } from './paths.js';
 import { httpProbe } from './probes.js';
 import {
   AGENT_VERSION,
@@ -258,7 +258,12 @@ function writeOne(ctx: OpContext, op: WriteFileOp): void {
       if (over) return ctx.fail('too_large', `file content is over the ${MAX_FILE}-byte limit`);
       const tmp = `${path}.berth-tmp-${process.pid}-${ctx.id}`;
       const body: AgentResponse = { ok: true, size };
-      mkdirSync(dirname(path), { recursive: true });
+      try {
+        if (op.exact) makeRealDirs(dirname(path));
+        else mkdirSync(dirname(path), { recursive: true });
+      } catch (err) {
+        return fsFail(ctx, err, op.path);
+      }
       writeFile(tmp, Buffer.concat(chunks), { mode: op.mode ?? 0o644 })
         .then(() => rename(tmp, path))
         .then(() => ctx.respond(body))

@@ -1,4 +1,5 @@
-import { isAbsolute, resolve } from 'node:path';
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 
 export const WORKDIR = process.env.BERTH_WORKDIR ?? '/workspace';
 export const RUN_DIR = '/.berth/run';
@@ -17,4 +18,27 @@ function outside(message: string): NodeJS.ErrnoException {
   const e = new Error(message) as NodeJS.ErrnoException;
   e.code = 'OUTSIDE';
   return e;
+}
+
+/**
+ * Makes the directory `dir` (inside the workspace) a real directory, as a checkout would: a
+ * link or a file in the way of any of its components is replaced by a directory, so nothing
+ * written beneath it lands anywhere else (a restore makes the workspace what the snapshot has).
+ */
+export function makeRealDirs(dir: string): void {
+  const rel = relative(WORKDIR, dir);
+  if (rel.startsWith('..') || isAbsolute(rel)) throw outside(`path is outside the workspace: ${dir}`);
+  let cur = WORKDIR;
+  for (const part of rel.split('/').filter(Boolean)) {
+    cur = join(cur, part);
+    let isDir = false;
+    try {
+      isDir = lstatSync(cur).isDirectory();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (isDir) continue;
+    rmSync(cur, { force: true });
+    mkdirSync(cur);
+  }
 }

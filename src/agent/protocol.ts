@@ -85,6 +85,8 @@ export interface WriteFileOp {
   op: 'writeFile';
   path: string;
   mode?: number;
+  /** Its directories are made real: a link or file in the way is replaced (restores). */
+  exact?: boolean;
 }
 export interface PingOp {
   op: 'ping';

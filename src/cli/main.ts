@@ -23,7 +23,7 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth pause NAME | berth resume NAME  freeze and thaw (memory kept, no cold start)
   berth id NAME [--snap]               identity: repo, commit, toolchain digest, snapshot, cache keys
   berth snap NAME [--artifact PATH]... snapshot: the workspace diff plus artifacts -> id
-  berth fork SNAPSHOT NAME             a new environment from a snapshot
+  berth fork SNAPSHOT NAME [NAME...]   new environments from a snapshot, each with the whole workspace
   berth restore NAME SNAPSHOT          put an environment's workspace back to a snapshot
   berth snapshots | berth gc           list snapshots; drop blobs nothing references
   berth pool set [TOOLCHAIN] --repo PATH --ref REF --size N | berth pool ls
@@ -32,7 +32,7 @@ const HELP = `berth ${VERSION}: isolated, reproducible environments for coding a
   berth new ... --egress allow:npm,github,api.example.com:443|learn|all [--budget egress=500MB,cpu=2h]
   berth egress NAME [--json] [--suggest] [--set POLICY]   destinations, the least-privilege list, a new policy
   berth resume NAME --budget egress=1GB  raise a budget and resume
-  berth node add NAME tcp://HOST:PORT --token-file F [--ca F] [--registry R] | node ls | node rm NAME
+  berth node add NAME tcp://HOST:PORT --token-file F [--ca F] [--registry R] | node ls | node info | node rm NAME
   berth ls --all                       every environment on every node (names are ENV or NODE/ENV)
   berth enter NODE/ENV [--attach] [--no-shell]   pull an agent's context here, or a terminal there
   berth push NAME                      send an entered environment's changes back

@@ -166,6 +166,8 @@ export const EnvInfo = z.object({
   identity: IdentityInfo,
   /** Where it came from: a snapshot it was forked from, a pool it was claimed from. */
   origin: z.object({ snapshot: z.string().nullable(), pool: z.boolean() }),
+  /** How its workspace is kept: a btrfs subvolume (snapshots and forks in constant time) or a plain directory. */
+  storage: z.enum(['btrfs', 'copy']).optional(),
   cacheKeys: z.record(z.string()),
   ttl: z.object({ seconds: z.number().nullable(), idleSeconds: z.number().nullable(), expiresAt: z.string().nullable() }),
   upstream: z.object({ node: z.string(), env: z.string(), url: z.string(), snapshot: z.string() }).nullable(),
@@ -298,6 +300,11 @@ export const NodeInfo = z.object({
   version: z.string(),
   engine: z.object({ name: z.string(), endpoint: z.string(), version: z.string() }),
   defaultToolchain: z.string().nullable(),
+  /**
+   * Where workspaces and snapshot trees live: `btrfs` (copy-on-write: forks in constant time)
+   * or `copy` (whole copies: forks complete, cost grows with the workspace), and why.
+   */
+  storage: z.object({ kind: z.enum(['btrfs', 'copy']), reason: z.string(), root: z.string() }).optional(),
 });
 export type NodeInfo = z.infer<typeof NodeInfo>;
 

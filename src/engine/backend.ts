@@ -21,7 +21,7 @@ export interface WorkspaceProvisioner {
   /** Makes an empty workspace at `path` (a directory, or a subvolume where copy-on-write is on). */
   create(path: string): Promise<void>;
   /** Makes the workspace as a copy of a snapshot's tree, in constant time where it can. */
-  cloneTree(tree: string, path: string): Promise<void>;
+  cloneTree(tree: string, path: string, signal?: AbortSignal): Promise<void>;
   remove(path: string): Promise<void>;
 }
 

@@ -2,11 +2,12 @@
 // socket in the environment's run directory, workspaces as host directories or btrfs
 // subvolumes, and isolation by iptables. The environment manager uses these unchanged from
 // before the ports existed; a Kubernetes node provides its own (src/engine/kubernetes).
+import { thawTree } from '../workspace/trees.js';
 import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { connectUnix } from '../agent/client.js';
 import type { Duplex } from 'node:stream';
 import type { AgentChannel, Isolation, WorkspaceProvisioner } from '../engine/backend.js';
-import { createSubvolume, deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
+import { createSubvolume, deleteSubvolume, isSubvolume } from '../workspace/btrfs.js';
 import { isolateNetwork } from './firewall.js';
 
 /** The agent's unix socket, which the environment's run directory holds. */
@@ -40,8 +41,9 @@ export class HostWorkspaces implements WorkspaceProvisioner {
     else mkdirSync(path);
   }
 
-  cloneTree(tree: string, path: string): Promise<void> {
-    return snapshotSubvolume(tree, path, false);
+  /** In constant time on copy-on-write storage; a whole copy elsewhere. */
+  cloneTree(tree: string, path: string, signal?: AbortSignal): Promise<void> {
+    return thawTree(tree, path, { cow: this.cow, signal });
   }
 
   async remove(path: string): Promise<void> {

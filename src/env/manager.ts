@@ -16,6 +16,7 @@ import { defaultToolchainDigest } from '../toolchain/base-image.js';
 import { checkoutWorkspace, resolveRepo } from '../workspace/git.js';
 import { cacheKeyDigest, cacheKeysAt, cacheTarget, cacheVolumeName } from '../workspace/cache-keys.js';
 import type { BlobStore } from '../workspace/blob-store.js';
+import { isSubvolumeSync } from '../workspace/btrfs.js';
 import { applyToFreshWorkspace, loadManifest, verifyBlobs, type SnapshotManifest } from '../workspace/snapshot.js';
 import type { EventBus } from './event-bus.js';
 import { ExecStats } from './exec-stats.js';
@@ -238,7 +239,8 @@ export class EnvManager {
       const ids = isolation === 'gvisor' ? null : await this.idMap(sig);
       if (ids) chownSync(join(dir, 'run'), ids.uid, ids.gid);
       const ws = join(dir, 'workspace');
-      const tree = snapshot && this.o.config.cow ? this.treePath(snapshot.id) : undefined;
+      // The snapshot's tree, when this node kept one: the whole workspace, ignored files too.
+      const tree = snapshot ? this.treePath(snapshot.id) : undefined;
       const fromTree = !!tree && existsSync(tree);
       const makeContainer = async (): Promise<string> => {
         if (network === 'egress') await this.ensureNetwork(sig);
@@ -249,8 +251,9 @@ export class EnvManager {
       };
       let containerId: string;
       if (fromTree) {
-        // Copy-on-write: the whole workspace as it was, ignored files too, in constant time.
-        await this.workspaces.cloneTree(tree, ws);
+        // In constant time on copy-on-write storage; a copy elsewhere. Before the container is
+        // made: an engine may create a bind mount's missing source itself.
+        await this.workspaces.cloneTree(tree, ws, sig);
         containerId = await makeContainer();
       } else {
         // The container is made while the workspace is checked out: the bind mount only needs
@@ -274,7 +277,8 @@ export class EnvManager {
       if (fromTree) {
         // The tree carries its source's branch name; this environment gets its own.
         const r = await conn.request({ op: 'exec', argv: ['git', 'branch', '-M', `berth/${name}`] });
-        if (!r.ok || r.exec?.exitCode !== 0) throw new BerthError('internal', `could not name ${name}'s branch`);
+        if (!r.ok || r.exec?.exitCode !== 0)
+          throw new BerthError('internal', `could not name ${name}'s branch (git exited ${r.exec?.exitCode ?? r.error?.message})`);
       }
       await failpoint('create:after-agent');
       const state = internal.poolId ? 'pooled' : 'running';
@@ -579,6 +583,7 @@ export class EnvManager {
       createdAt: row.created_at,
       identity: { ...identity, hash: identityHash(identity), short: encodeIdentity(identity) },
       origin: { snapshot: row.snapshot, pool: row.from_pool === 1 },
+      storage: isSubvolumeSync(join(row.dir, 'workspace')) ? 'btrfs' : 'copy',
       cacheKeys: row.cache_keys,
       ttl: { seconds: row.ttl_s, idleSeconds: row.idle_ttl_s, expiresAt: expires },
       upstream: row.upstream ? (JSON.parse(row.upstream) as EnvInfo['upstream']) : null,

@@ -15,6 +15,8 @@ export interface NodeConfig {
   workRoot: string;
   /** Workspaces are btrfs subvolumes: snapshots and forks cost the same at any size. */
   cow: boolean;
+  /** The storage path in use and why (`describe` and `berth node info` show it). */
+  storage: { kind: 'btrfs' | 'copy'; reason: string };
   cacheRoot: string;
   nodeId: string;
   /** dist/agent: agent.js and its protocol, mounted read-only into every environment. */
@@ -55,6 +57,7 @@ export function loadNodeConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig
     home,
     workRoot: home,
     cow: false,
+    storage: { kind: 'copy', reason: 'not set up yet' },
     cacheRoot: cacheDir(env),
     nodeId,
     agentDir: resolve(here, '..', 'agent'),

@@ -1,8 +1,8 @@
 // snap, restore, list and garbage collection, over the content-addressed store.
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { deleteSubvolume, isSubvolume, snapshotSubvolume } from '../workspace/btrfs.js';
+import { existsSync, lstatSync, readdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { freezeTree, removeTree } from '../workspace/trees.js';
 import { performance } from 'node:perf_hooks';
 import type { SnapshotInfo } from '../core/api.js';
 import { BerthError } from '../core/errors.js';
@@ -63,31 +63,27 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
     safeRelative(a);
   }
   const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
-  // Copy-on-write: freeze the whole tree first (constant time), then read the diff from the
-  // frozen copy, so the two always agree and a busy agent cannot change files mid-read.
-  let frozen: string | undefined;
-  if (manager.config.cow && (await isSubvolume(ws))) {
-    frozen = join(manager.config.workRoot, 'trees', `tmp-${randomBytes(6).toString('hex')}`);
-    mkdirSync(dirname(frozen), { recursive: true });
-    await snapshotSubvolume(ws, frozen, true);
-  }
+  // Freeze the whole tree first (constant time on copy-on-write storage, a copy elsewhere),
+  // then read the diff from the frozen tree, so the two always agree and a busy agent cannot
+  // change files mid-read. The tree is what a fork starts from: ignored files too.
+  const frozen = join(manager.config.workRoot, 'trees', `tmp-${randomBytes(6).toString('hex')}`);
+  let pending: string | undefined = frozen;
   let captured;
   try {
+    await freezeTree(ws, frozen, { previous: previousTree(manager, row.name) });
     captured = await captureSnapshot(manager.store, {
-      workspace: frozen ?? ws,
+      workspace: frozen,
       mirror: resolved.mirror,
       base: row.commit_sha,
       artifacts: opts.artifacts,
     });
-    if (frozen) {
-      // The newest tree wins: the id covers the diff, not ignored files such as node_modules.
-      const tree = manager.treePath(captured.id);
-      if (existsSync(tree)) await deleteSubvolume(tree);
-      renameSync(frozen, tree);
-      frozen = undefined;
-    }
+    // The newest tree wins: the id covers the diff, not ignored files such as node_modules.
+    const tree = manager.treePath(captured.id);
+    await removeTree(tree);
+    renameSync(frozen, tree);
+    pending = undefined;
   } finally {
-    if (frozen) await deleteSubvolume(frozen).catch(() => {});
+    if (pending) await removeTree(pending).catch(() => {});
   }
   // The row goes in last: a crash before this leaves only unreferenced blobs, never a
   // snapshot that points at something missing.
@@ -167,7 +163,10 @@ export async function restore(manager: EnvManager, name: string, id: string): Pr
     else if (e.kind === 'symlink') links.push([rel, blobs.get(e.blob!)!.toString('utf8')]);
     else {
       const { conn } = await manager.agentFor(name);
-      const r = await conn.request({ op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644 }, blobs.get(e.blob!));
+      const r = await conn.request(
+        { op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644, exact: true },
+        blobs.get(e.blob!),
+      );
       if (!r.ok) throw new BerthError('internal', `could not write ${rel}: ${r.error?.message ?? ''}`);
     }
   }
@@ -212,18 +211,31 @@ export function gc(manager: EnvManager): { kept: number; removed: number; freedB
   return { kept: needed.size, removed, freedBytes, tmpRemoved: manager.store.sweepTmp(10 * 60 * 1000) };
 }
 
-/** Copy-on-write trees whose snapshot is no longer recorded. */
+/** Snapshot trees whose snapshot is no longer recorded. */
 export async function gcTrees(manager: EnvManager): Promise<number> {
   const dir = join(manager.config.workRoot, 'trees');
-  if (!manager.config.cow || !existsSync(dir)) return 0;
+  if (!existsSync(dir)) return 0;
   const known = new Set(manager.db.snapshots().map((s) => s.id.replace(/^sha256:/, '')));
   let n = 0;
   for (const name of readdirSync(dir)) {
     if (known.has(name) || (name.startsWith('tmp-') && inFlight > 0)) continue;
-    await deleteSubvolume(join(dir, name)).catch(() => {});
+    await removeTree(join(dir, name)).catch(() => {});
     n++;
   }
   return n;
+}
+
+/** The environment's newest tree: a whole-copy tree borrows its unchanged files. */
+function previousTree(manager: EnvManager, env: string): string | undefined {
+  const mine = manager.db
+    .snapshots()
+    .filter((s) => s.env === env)
+    .sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  for (const s of mine) {
+    const t = manager.treePath(s.id);
+    if (existsSync(t)) return t;
+  }
+  return undefined;
 }
 
 export function deleteSnapshot(manager: EnvManager, id: string): void {

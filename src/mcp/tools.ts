@@ -424,12 +424,20 @@ export function createMcpServer(berth: Berth, envs: EnvCache = new Map()): McpSe
   server.registerTool(
     'fork',
     {
-      description: 'A new environment from a snapshot.',
-      inputSchema: { snapshot: z.string().min(4).max(80), name: z.string().min(1).max(63) },
+      description:
+        'New environments from a snapshot, each with the whole workspace (node_modules and build output too). Give `name`, or `names` for several at once (all are made, or none).',
+      inputSchema: {
+        snapshot: z.string().min(4).max(80),
+        name: z.string().min(1).max(63).optional(),
+        names: z.array(z.string().min(1).max(63)).min(1).max(20).optional(),
+      },
     },
     guard(async (a) => {
-      const env = await berth.fork(a.snapshot, a.name);
-      return ok(`forked ${env.name} from ${a.snapshot}`, { env: env.info });
+      const names = [...(a.name ? [a.name] : []), ...(a.names ?? [])];
+      if (names.length === 0) throw new BerthError('usage', 'give name or names');
+      const envs = await berth.forkMany(a.snapshot, names);
+      if (envs.length === 1) return ok(`forked ${envs[0]!.name} from ${a.snapshot}`, { env: envs[0]!.info });
+      return ok(`forked ${envs.map((e) => e.name).join(', ')} from ${a.snapshot}`, { envs: envs.map((e) => e.info) });
     }),
   );
 

@@ -28,7 +28,7 @@ import { TokenStore } from './tokens.js';
 import { NodeSecrets } from '../env/secrets/node-secrets.js';
 import { BlobStore } from '../workspace/blob-store.js';
 import { sweepViews } from '../workspace/confined-tree.js';
-import { ensureBtrfsStorage, isBtrfs } from '../workspace/btrfs.js';
+import { releaseStorage, setupStorage } from '../workspace/storage.js';
 import { PtySessions } from '../env/pty-sessions.js';
 import { PoolKeeper } from '../env/pools.js';
 import { Reaper } from '../env/reaper.js';
@@ -67,21 +67,25 @@ export function socketPathFor(home: string): string {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<RunningDaemon> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const config = loadNodeConfig();
-  if (process.env.BERTH_STORAGE === 'btrfs') {
-    config.workRoot = await ensureBtrfsStorage(config.home, Number(process.env.BERTH_STORAGE_GB || 20), log);
-    config.cow = true;
-  } else if (isBtrfs(config.home)) config.cow = true;
+  // What setting up the storage says is told once the engine answers: a node that cannot start
+  // says why in one line.
+  const early: string[] = [];
+  const storage = await setupStorage(config.home, process.env, (l) => early.push(l));
+  config.workRoot = storage.workRoot;
+  config.cow = storage.kind === 'btrfs';
+  config.storage = { kind: storage.kind, reason: storage.reason };
   mkdirSync(join(config.workRoot, 'envs'), { recursive: true, mode: 0o700 });
   const socketPath = socketPathFor(config.home);
   // One daemon per home: the lock is taken before reconciling, so a second daemon can never
   // mistake the first one's work in progress for a crash's leftovers.
   const releaseLock = takeLock(join(config.home, 'daemon.lock'), socketPath);
-  const cleanups: Array<() => void | Promise<void>> = [releaseLock];
+  // Last out before the lock: a loop file this node mounted, once it holds no environment.
+  const cleanups: Array<() => void | Promise<void>> = [releaseLock, () => releaseStorage(storage, config.home, log)];
   const unwind = async (): Promise<void> => {
     for (const c of cleanups.reverse()) await c();
   };
   try {
-    return await start(config, socketPath, opts, log, cleanups);
+    return await start(config, socketPath, opts, log, cleanups, early);
   } catch (err) {
     await unwind();
     throw err;
@@ -94,11 +98,13 @@ async function start(
   opts: DaemonOptions,
   log: (line: string) => void,
   cleanups: Array<() => void | Promise<void>>,
+  early: string[],
 ): Promise<RunningDaemon> {
   if (existsSync(socketPath)) rmSync(socketPath, { force: true });
   const { engine, how } = await discoverEngine({ log, logDir: config.home });
   cleanups.push(() => engine.close());
   const v = await engine.version();
+  for (const l of early) log(l);
   log(`berth: engine ${v.name} ${v.version} at ${engine.endpoint} (${how})`);
   const db = new StateDb(join(config.home, 'state.db'));
   cleanups.push(() => db.close());
@@ -128,6 +134,7 @@ async function start(
     version: VERSION,
     engine: { name: v.name, endpoint: engine.endpoint, version: v.version },
     defaultToolchain: defaultToolchainDigest(),
+    storage: { ...config.storage, root: config.workRoot },
   });
 
   const servers: Server[] = [];

@@ -12,6 +12,7 @@ import { isRemoteRepo } from '../core/repo.js';
 import { connectLocal } from './connect.js';
 import { clientFor } from './nodes.js';
 import { Environment } from './environment.js';
+import { forkMany } from './forks.js';
 
 export interface ConnectOptions {
   /** A remote node: http(s)://HOST:PORT (or tcp:// / tls://), with its token. */
@@ -132,6 +133,17 @@ export class Berth {
   /** A new environment from a snapshot: the work, on the same commit and toolchain. */
   async fork(snapshot: string | SnapshotInfo, name: string, opts: Omit<CreateOptions, 'name' | 'snapshot'> = {}): Promise<Environment> {
     return this.create({ ...opts, name, snapshot: typeof snapshot === 'string' ? snapshot : snapshot.id });
+  }
+
+  /** Several forks of one snapshot at once: all of them are made, or none is. */
+  async forkMany(
+    snapshot: string | SnapshotInfo,
+    names: string[],
+    opts: Omit<CreateOptions, 'name' | 'snapshot'> = {},
+  ): Promise<Environment[]> {
+    const id = typeof snapshot === 'string' ? snapshot : snapshot.id;
+    const envs = await forkMany(this.client, id, names, { agent: opts.agent, task: opts.task });
+    return envs.map((e) => new Environment(this.client, e.name, e));
   }
 
   snapshots(signal?: AbortSignal): Promise<SnapshotInfo[]> {

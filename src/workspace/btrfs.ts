@@ -2,7 +2,7 @@
 // another subvolume made in constant time, and a fork is a writable snapshot of that. The
 // node sets up a btrfs file system on a loop file when asked (BERTH_STORAGE=btrfs).
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, statfsSync, openSync, closeSync, ftruncateSync } from 'node:fs';
+import { existsSync, mkdirSync, statfsSync, statSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { BerthError } from '../core/errors.js';
 
@@ -83,4 +83,13 @@ export async function ensureBtrfsStorage(home: string, sizeGb: number, log: (l: 
   }
   log(`berth: copy-on-write storage (btrfs) mounted at ${mountpoint}`);
   return mountpoint;
+}
+
+/** The root of a btrfs subvolume always has inode 256: a check that runs no program. */
+export function isSubvolumeSync(path: string): boolean {
+  try {
+    return statSync(path).ino === 256 && isBtrfs(path);
+  } catch {
+    return false;
+  }
 }

@@ -283,7 +283,9 @@ for (const engine of testEngines()) {
           );
           const r = await node.cli(['exec', 'fix-login', '--', 'cat', 'notes.txt']);
           assert.equal(r.stdout, 'line one\nline two\n');
-          assert.deepEqual(readdirSync(join(node.home, 'envs')).length, 1);
+          // One environment directory where the node keeps them (its own storage's root).
+          const info = await node.json<{ storage: { root: string } }>(['node', 'info']);
+          assert.deepEqual(readdirSync(join(info.storage.root, 'envs')).length, 1);
         })(),
       ));
   });

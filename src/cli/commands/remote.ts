@@ -9,6 +9,7 @@ import { printJson, statusCell, table } from '../output.js';
 import { byAttention } from '../../core/attention.js';
 import { Progress, trace } from '../progress.js';
 import { cmdShell } from './runtime.js';
+import { connectLocal } from '../../sdk/connect.js';
 
 export async function cmdNode(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -34,6 +35,23 @@ export async function cmdNode(argv: string[]): Promise<number> {
     else process.stdout.write(`removed ${name}\n`);
     return 0;
   }
+  if (sub === 'info') {
+    const client = await connectLocal({ autostart: true });
+    try {
+      const info = await client.node();
+      if (bool(p, 'json')) printJson(info);
+      else {
+        const s = info.storage;
+        process.stdout.write(
+          `node ${info.node} (berth ${info.version}), engine ${info.engine.name} ${info.engine.version} at ${info.engine.endpoint}\n` +
+            (s ? `storage: ${s.kind === 'btrfs' ? 'copy-on-write (btrfs)' : 'whole copies'} at ${s.root}: ${s.reason}\n` : ''),
+        );
+      }
+      return 0;
+    } finally {
+      client.close();
+    }
+  }
   if (sub === 'ls') {
     const rows = await nodeStatuses();
     if (bool(p, 'json')) printJson(rows);
@@ -46,7 +64,10 @@ export async function cmdNode(argv: string[]): Promise<number> {
       );
     return 0;
   }
-  throw new BerthError('usage', 'usage: berth node add NAME tcp://HOST:PORT --token-file FILE | berth node ls | berth node rm NAME');
+  throw new BerthError(
+    'usage',
+    'usage: berth node add NAME tcp://HOST:PORT --token-file FILE | berth node ls | berth node info | berth node rm NAME',
+  );
 }
 
 /** `ls --all`: every environment on every node, side by side. */

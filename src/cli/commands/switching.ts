@@ -5,6 +5,7 @@ import { BerthError } from '../../core/errors.js';
 import { encodeIdentity, identityHash, type Identity } from '../../core/identity.js';
 import { bool, flag, parseArgs } from '../args.js';
 import { connectLocal } from '../../sdk/connect.js';
+import { forkMany } from '../../sdk/forks.js';
 import { target } from '../../sdk/nodes.js';
 import { printJson, table } from '../output.js';
 
@@ -81,17 +82,14 @@ export async function cmdSnap(argv: string[]): Promise<number> {
 
 export async function cmdFork(argv: string[]): Promise<number> {
   const p = parseArgs(argv, { boolean: ['json'], value: ['agent', 'task'] });
-  const [snapshot, name] = p.positionals;
-  if (!snapshot || !name) throw new BerthError('usage', 'usage: berth fork SNAPSHOT NAME');
+  const [snapshot, ...names] = p.positionals;
+  if (!snapshot || names.length === 0) throw new BerthError('usage', 'usage: berth fork SNAPSHOT NAME [NAME...]');
   const client = await connectLocal({ autostart: true });
   try {
-    const full = (await client.snapshots()).filter((s) =>
-      s.id.startsWith(snapshot.startsWith('sha256:') ? snapshot : `sha256:${snapshot}`),
-    );
-    if (full.length > 1) throw new BerthError('invalid_request', `snapshot prefix ${snapshot} is ambiguous`, 'give more digits');
-    const env = await client.createEnv({ name, snapshot: full[0]?.id ?? snapshot, agent: flag(p, 'agent'), task: flag(p, 'task') });
-    if (bool(p, 'json')) printJson(env);
-    else process.stdout.write(`${env.name}  ${env.state}  from ${env.origin.snapshot?.slice(0, 19)}\n`);
+    const envs = await forkMany(client, snapshot, names, { agent: flag(p, 'agent'), task: flag(p, 'task') });
+    // One name prints one environment, as it always has; several print a list.
+    if (bool(p, 'json')) printJson(envs.length === 1 ? envs[0] : envs);
+    else for (const env of envs) process.stdout.write(`${env.name}  ${env.state}  from ${env.origin.snapshot?.slice(0, 19)}\n`);
     return 0;
   } finally {
     client.close();
