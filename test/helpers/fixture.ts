@@ -210,6 +210,12 @@ export class NodeFixture {
     return JSON.parse(r.stdout) as T;
   }
 
+  /** Where the node keeps environment directories: `envs/` under its storage's root. */
+  async envsDir(): Promise<string> {
+    const info = await this.json<{ storage: { root: string } }>(['node', 'info']);
+    return join(info.storage.root, 'envs');
+  }
+
   containers(): string[] {
     return engineContainers(this.engine, `org.berth.node=${this.nodeId}`);
   }

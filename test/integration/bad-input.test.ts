@@ -77,9 +77,10 @@ for (const engine of testEngines()) {
       await node?.stop(tracker.failed);
       repo?.cleanup();
     });
-    const nothingLeft = (): void => {
+    const nothingLeft = async (): Promise<void> => {
       assert.deepEqual(node.containers(), [], 'a container was left behind');
-      assert.deepEqual(readdirSync(join(node.home, 'envs')), [], 'an environment directory was left behind');
+      const envs = await node.envsDir();
+      assert.deepEqual(existsSync(envs) ? readdirSync(envs) : [], [], 'an environment directory was left behind');
     };
 
     it('unknown environment', () =>
@@ -115,7 +116,7 @@ for (const engine of testEngines()) {
           assert.match(oneLine(again.stderr), /already exists/);
           assert.equal(node.containers().length, 1);
           await node.cli(['rm', 'dup']);
-          nothingLeft();
+          await nothingLeft();
         })(),
       ));
 
@@ -138,7 +139,7 @@ for (const engine of testEngines()) {
           oneLine(url.stderr);
           const ls = await node.json<unknown[]>(['ls']);
           assert.deepEqual(ls, []);
-          nothingLeft();
+          await nothingLeft();
         })(),
       ));
 
@@ -148,7 +149,7 @@ for (const engine of testEngines()) {
           const r = await node.cli(['new', 'img', '--repo', repo.path, '--toolchain', 'sha256:' + '0'.repeat(64)]);
           assert.equal(r.code, 8);
           assert.match(oneLine(r.stderr), /not on this node.*toolchain build/);
-          nothingLeft();
+          await nothingLeft();
         })(),
       ));
 
@@ -202,7 +203,7 @@ for (const engine of testEngines()) {
           const next = await Promise.race([api(sock, 'GET', '/v1/envs'), sleep(10_000).then(() => null)]);
           assert.equal(next?.status, 200, 'the request after a refused upload was answered');
           await node.cli(['rm', '--discard', 'arch']);
-          nothingLeft();
+          await nothingLeft();
         })(),
       ));
 
@@ -243,7 +244,7 @@ for (const engine of testEngines()) {
           assert.equal(badSince.status, 400);
           assert.equal(badSince.json.error?.code, 'invalid_request');
           assert.match(badSince.json.error?.message ?? '', /since/);
-          nothingLeft();
+          await nothingLeft();
         })(),
       ));
 
@@ -263,7 +264,7 @@ for (const engine of testEngines()) {
             await node.startDaemon();
             const ls = await node.json<unknown[]>(['ls']);
             assert.deepEqual(ls, [], point);
-            nothingLeft();
+            await nothingLeft();
           }
         })(),
       ));

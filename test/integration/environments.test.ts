@@ -251,7 +251,8 @@ for (const engine of testEngines()) {
           const rm = await node.cli(['rm', 'feat']);
           assert.equal(rm.code, 0, rm.stderr);
           assert.equal(node.containers().length, before - 1);
-          assert.ok(!existsSync(join(node.home, 'envs', env.id)));
+          assert.ok(existsSync(await node.envsDir()), 'the node keeps its environments where it says');
+          assert.ok(!existsSync(join(await node.envsDir(), env.id)));
           const gone = await node.cli(['describe', 'feat']);
           assert.equal(gone.code, 4);
         })(),

@@ -27,8 +27,10 @@ function owners(dir: string): Map<string, string> {
   return out;
 }
 
-function workspaceOf(node: NodeFixture, env: EnvInfo): string {
-  return join(node.home, 'envs', env.id, 'workspace');
+/** Where the node keeps the environment's workspace: under its storage's root (its own btrfs). */
+async function workspaceOf(node: NodeFixture, env: EnvInfo): Promise<string> {
+  const info = await node.json<{ storage: { root: string } }>(['node', 'info']);
+  return join(info.storage.root, 'envs', env.id, 'workspace');
 }
 
 /** The host uid and gid root maps to, from the environment's own /proc/self/uid_map and gid_map. */
@@ -73,7 +75,7 @@ for (const engine of testEngines()) {
           assert.ok(m.uid >= 65536 && m.gid >= 65536, `root maps to host ${m.uid}:${m.gid}, not a system id`);
           assert.ok(m.size >= 65536, `the range holds ${m.size} ids`);
           ids = m;
-          for (const [path, owner] of owners(workspaceOf(node, env))) assert.equal(owner, `${m.uid}:${m.gid}`, path);
+          for (const [path, owner] of owners(await workspaceOf(node, env))) assert.equal(owner, `${m.uid}:${m.gid}`, path);
           assert.deepEqual(owners(repo.path), before, "the user's repository keeps its owners");
           // Writes inside land as the range's root on the host, and stay writable inside.
           const w = await node.cli([
@@ -85,7 +87,7 @@ for (const engine of testEngines()) {
             'mkdir -p made/deep && echo one > made/deep/f && chmod +x made/deep/f && ln -s deep/f made/l && echo two >> src/index.js',
           ]);
           assert.equal(w.code, 0, w.stderr);
-          const st = statSync(join(workspaceOf(node, env), 'made', 'deep', 'f'));
+          const st = statSync(join(await workspaceOf(node, env), 'made', 'deep', 'f'));
           assert.deepEqual([st.uid, st.gid], [m.uid, m.gid]);
           // Root inside is not root over the host's files: the node's binary and the agent are read-only, and
           // a file only host root may read is not readable through a mount either.
@@ -126,7 +128,7 @@ for (const engine of testEngines()) {
           ]);
           assert.equal(r.code, 0, r.stderr);
           assert.equal(r.stdout, 'one\ndeep/f\ntwo\n0\n');
-          for (const [path, owner] of owners(workspaceOf(node, fork))) assert.equal(owner, `${ids.uid}:${ids.gid}`, path);
+          for (const [path, owner] of owners(await workspaceOf(node, fork))) assert.equal(owner, `${ids.uid}:${ids.gid}`, path);
           const g = await node.cli(['exec', 'ns-fork', '--', 'git', 'status', '--porcelain']);
           assert.equal(g.code, 0, g.stderr);
           assert.match(g.stdout, /made\//);
@@ -166,7 +168,7 @@ for (const engine of testEngines()) {
             const sftp = await run('sftp', ['-F', cfg, '-b', batch, 'ns.berth'], { env: node.env });
             assert.equal(sftp.code, 0, sftp.stderr);
             assert.equal(readFileSync(join(dir, 'down.txt'), 'utf8'), 'one\n');
-            const up = lstatSync(join(node.home, 'envs', (await node.json<EnvInfo>(['describe', 'ns'])).id, 'workspace', 'up.txt'));
+            const up = lstatSync(join(await workspaceOf(node, await node.json<EnvInfo>(['describe', 'ns'])), 'up.txt'));
             assert.deepEqual([up.uid, up.gid], [ids.uid, ids.gid]);
           } finally {
             rmSync(dir, { recursive: true, force: true });
@@ -188,7 +190,7 @@ for (const engine of testEngines()) {
             const entered = await here.json<EnvInfo>(['enter', 'agents/ns', '--no-shell', '--as', 'mine']);
             const m = await mapping(here, 'mine');
             assert.deepEqual([m.uid, m.gid], [ids.uid, ids.gid]);
-            for (const [path, owner] of owners(workspaceOf(here, entered))) assert.equal(owner, `${ids.uid}:${ids.gid}`, path);
+            for (const [path, owner] of owners(await workspaceOf(here, entered))) assert.equal(owner, `${ids.uid}:${ids.gid}`, path);
             const w = await here.cli(['exec', 'mine', '--', 'sh', '-c', 'cat made/deep/f && echo human > HUMAN.md']);
             assert.equal(w.code, 0, w.stderr);
             assert.equal(w.stdout, 'one\n');
