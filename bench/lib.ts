@@ -37,6 +37,8 @@ export const ENGINE_SOCKET: Record<EngineName, string> = {
   podman: process.env.BERTH_PODMAN_SOCKET?.trim() || '/run/podman/podman.sock',
   docker: process.env.BERTH_DOCKER_SOCKET?.trim() || '/var/run/docker.sock',
 };
+// The docker CLI the peers run talks to the same dockerd as the node (scripts/private-engines.sh).
+if (process.env.BERTH_DOCKER_SOCKET?.trim() && !process.env.DOCKER_HOST) process.env.DOCKER_HOST = `unix://${ENGINE_SOCKET.docker}`;
 
 /** Every container a bench run makes itself carries this label with the run's id. */
 export const BENCH_LABEL = 'org.berth.bench';
