@@ -97,9 +97,8 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$r/podman/events.log"
 tmp_dir = "$r/podman/tmp"
-# Locks of its own (files under tmp_dir): every root Podman on a machine otherwise shares the one
-# /dev/shm/libpod_lock, and a Podman killed while it holds a lock there wedges all the others.
-lock_type = "file"
+# Podman's own shared-memory locks (the default). lock_type = "file" was tried: Podman 4.3 then
+# wedged on its own lock file while three containers were created at once (a fork of three).
 
 ${podman_runtimes:-}
 

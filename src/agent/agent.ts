@@ -5,7 +5,7 @@
 import { createServer, type Socket } from 'node:net';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { readFile, writeFile, rename, stat } from 'node:fs/promises';
+import { readFile, writeFile, rename, stat, symlink } from 'node:fs/promises';
 import type { OpContext, StreamHooks, ControlMessage } from './context.js';
 import { runConnect } from './connect-op.js';
 import { describe, toolVersions } from './describe-op.js';
@@ -264,7 +264,8 @@ function writeOne(ctx: OpContext, op: WriteFileOp): void {
       } catch (err) {
         return fsFail(ctx, err, op.path);
       }
-      writeFile(tmp, Buffer.concat(chunks), { mode: op.mode ?? 0o644 })
+      const made = op.symlink !== undefined ? symlink(op.symlink, tmp) : writeFile(tmp, Buffer.concat(chunks), { mode: op.mode ?? 0o644 });
+      made
         .then(() => rename(tmp, path))
         .then(() => ctx.respond(body))
         .catch((err: unknown) => {

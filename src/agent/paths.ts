@@ -27,7 +27,7 @@ function outside(message: string): NodeJS.ErrnoException {
  */
 export function makeRealDirs(dir: string): void {
   const rel = relative(WORKDIR, dir);
-  if (rel.startsWith('..') || isAbsolute(rel)) throw outside(`path is outside the workspace: ${dir}`);
+  if (rel === '..' || rel.startsWith('../') || isAbsolute(rel)) throw outside(`path is outside the workspace: ${dir}`);
   let cur = WORKDIR;
   for (const part of rel.split('/').filter(Boolean)) {
     cur = join(cur, part);
@@ -38,7 +38,7 @@ export function makeRealDirs(dir: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (isDir) continue;
-    rmSync(cur, { force: true });
+    rmSync(cur, { force: true, recursive: true });
     mkdirSync(cur);
   }
 }

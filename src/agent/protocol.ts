@@ -87,6 +87,8 @@ export interface WriteFileOp {
   mode?: number;
   /** Its directories are made real: a link or file in the way is replaced (restores). */
   exact?: boolean;
+  /** Makes `path` a symbolic link to this target instead of a file (no content is sent). */
+  symlink?: string;
 }
 export interface PingOp {
   op: 'ping';

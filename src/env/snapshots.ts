@@ -10,7 +10,9 @@ import { failpoint } from '../core/failpoint.js';
 import type { SnapshotRow } from '../state/state-db.js';
 import { captureSnapshot, loadManifest, safeRelative, verifyBlobs } from '../workspace/snapshot.js';
 import { resolveRepo } from '../workspace/git.js';
+import type { AgentOp } from '../agent/protocol.js';
 import { ask } from './env-ops.js';
+import { agentError } from './exec-service.js';
 import type { EnvManager } from './manager.js';
 
 export function snapshotInfo(r: SnapshotRow, extra: Partial<SnapshotInfo> = {}): SnapshotInfo {
@@ -60,7 +62,15 @@ async function snapOnce(manager: EnvManager, name: string, opts: { artifacts?: s
         `artifact ${JSON.stringify(a.slice(0, 200))} is not a path berth can keep`,
         'name a file in the workspace',
       );
-    safeRelative(a);
+    try {
+      safeRelative(a);
+    } catch {
+      throw new BerthError(
+        'invalid_request',
+        `artifact ${JSON.stringify(a.slice(0, 200))} is outside the workspace`,
+        'name a file in the workspace',
+      );
+    }
   }
   const resolved = await resolveRepo(row.repo, row.commit_sha, manager.config.cacheRoot);
   // Freeze the whole tree first (constant time on copy-on-write storage, a copy elsewhere),
@@ -156,30 +166,29 @@ export async function restore(manager: EnvManager, name: string, id: string): Pr
   const reset = await ask(manager, name, { op: 'exec', argv: ['sh', '-c', `git reset -q --hard ${row.commit_sha} && git clean -q -fd`] });
   if (reset.exec?.exitCode !== 0) throw new BerthError('internal', `could not reset ${name}'s workspace`);
   const deletions: string[] = [];
-  const links: Array<[string, string]> = [];
   for (const e of manifest.entries) {
     const rel = safeRelative(e.path);
-    if (e.kind === 'deleted') deletions.push(rel);
-    else if (e.kind === 'symlink') links.push([rel, blobs.get(e.blob!)!.toString('utf8')]);
-    else {
-      const { conn } = await manager.agentFor(name);
-      const r = await conn.request(
-        { op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644, exact: true },
-        blobs.get(e.blob!),
-      );
-      if (!r.ok) throw new BerthError('internal', `could not write ${rel}: ${r.error?.message ?? ''}`);
+    if (e.kind === 'deleted') {
+      deletions.push(rel);
+      continue;
+    }
+    // Files and links alike go in as a checkout puts them: their directories made real first,
+    // so nothing lands through a link the environment left in the way.
+    const data = blobs.get(e.blob!)!;
+    const op: AgentOp =
+      e.kind === 'symlink'
+        ? { op: 'writeFile', path: rel, exact: true, symlink: data.toString('utf8') }
+        : { op: 'writeFile', path: rel, mode: e.kind === 'exec' ? 0o755 : 0o644, exact: true };
+    const { conn } = await manager.agentFor(name);
+    const r = await conn.request(op, e.kind === 'symlink' ? Buffer.alloc(0) : data);
+    if (!r.ok) {
+      const why = agentError(r);
+      throw new BerthError(why.code, `could not restore ${rel}: ${why.message}`);
     }
   }
-  if (deletions.length || links.length) {
-    const script = [
-      ...deletions.map((_, i) => `rm -f -- "$${i + 1}"`),
-      ...links.map(
-        (_, i) =>
-          `mkdir -p -- "$(dirname -- "$${deletions.length + 2 * i + 1}")" && ln -sfn -- "$${deletions.length + 2 * i + 2}" "$${deletions.length + 2 * i + 1}"`,
-      ),
-    ].join(' && ');
-    const args = [...deletions, ...links.flatMap(([p, t]) => [p, t])];
-    const r = await ask(manager, name, { op: 'exec', argv: ['sh', '-c', script, 'restore', ...args] });
+  if (deletions.length) {
+    const script = deletions.map((_, i) => `rm -f -- "$${i + 1}"`).join(' && ');
+    const r = await ask(manager, name, { op: 'exec', argv: ['sh', '-c', script, 'restore', ...deletions] });
     if (r.exec?.exitCode !== 0) throw new BerthError('internal', `could not finish restoring ${name}`);
   }
   manager.db.updateEnv(row.id, { snapshot: full });

@@ -57,7 +57,19 @@ export async function freezeTree(ws: string, dest: string, opts: { previous?: st
   // The copy reads the workspace through its link-proof view (see confined-tree.ts).
   const argv = (view: string): string[] =>
     rsync
-      ? ['rsync', '-aH', '--no-devices', '--no-specials', ...(prev ? [`--link-dest=${prev}`] : []), '--', `${view}/`, `${dest}/`]
+      ? // Files unchanged since the previous tree are linked to it, judged by size and mtime to the
+        // nanosecond (--modify-window=-1): a same-size rewrite within one second is still copied.
+        [
+          'rsync',
+          '-aH',
+          '--no-devices',
+          '--no-specials',
+          '--modify-window=-1',
+          ...(prev ? [`--link-dest=${prev}`] : []),
+          '--',
+          `${view}/`,
+          `${dest}/`,
+        ]
       : ['cp', '-a', '--reflink=auto', '--', view, dest];
   try {
     await runConfinedToTree(ws, argv, { env: process.env, signal: opts.signal });

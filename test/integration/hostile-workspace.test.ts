@@ -242,7 +242,7 @@ function suite(engine: 'podman' | 'docker', extra: Record<string, string>, label
           const git = canaryGitDir(host);
           const cEnv = await node.json<EnvInfo>(['new', 'c', '--repo', repo.path]);
           const s0 = await node.json<SnapshotInfo>(['snap', 'c']);
-          await sh('c', 'mkdir sub && echo written > sub/x.txt');
+          await sh('c', 'mkdir sub && echo written > sub/x.txt && ln -s x.txt sub/l');
           const s1 = await node.json<SnapshotInfo>(['snap', 'c']);
           // `sub` becomes a link to a path that is the host's directory on the node, and exists
           // inside the container too; kept by git clean (ignored).
@@ -252,7 +252,7 @@ function suite(engine: 'podman' | 'docker', extra: Record<string, string>, label
           assert.deepEqual(hostView(), ['marker'], 'restore wrote into the host directory');
           // The workspace is what the snapshot has, as a checkout makes it: `sub` a directory again,
           // and nothing written through the link, even to the container's own copy of the path.
-          assert.equal(await sh('c', 'test -d sub && ! test -L sub && cat sub/x.txt'), 'written\n');
+          assert.equal(await sh('c', 'test -d sub && ! test -L sub && cat sub/x.txt && readlink sub/l'), 'written\nx.txt\n');
           assert.equal(await sh('c', `ls -A ${target}`), '', 'restore wrote through the link inside the container');
 
           // A push applied while the links are there (and .git/refs points at the host).
