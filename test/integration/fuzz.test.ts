@@ -32,6 +32,13 @@ function fuzzSeed(): number {
   return v ? Number(v) : 2238803063;
 }
 
+/** The run's seed, its generator, and a pick from a list by it. */
+function seeded(): { seed: number; rand: () => number; pick: <T>(xs: readonly T[]) => T } {
+  const seed = fuzzSeed();
+  const rand = rng(seed);
+  return { seed, rand, pick: <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]! };
+}
+
 /** A small seeded generator (mulberry32): the same seed makes the same run. */
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -89,10 +96,8 @@ describe('fuzzing every route of the contract', { concurrency: false }, () => {
   it('answers 10,000 generated requests below 500, and reads and writes nothing outside', () =>
     tracker.track(
       (async () => {
-        const seed = fuzzSeed();
+        const { seed, rand, pick } = seeded();
         const total = Number(process.env.BERTH_FUZZ_N ?? 10_000);
-        const rand = rng(seed);
-        const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
         const sock = join(node.home, 'berth.sock');
         const token = readFileSync(join(node.home, 'token'), 'utf8').trim();
 
@@ -350,10 +355,8 @@ describe('fuzzing every route of the contract', { concurrency: false }, () => {
   it('answers 2,000 generated MCP tool calls with a result or an error, never a crash or a host file', () =>
     tracker.track(
       (async () => {
-        const seed = fuzzSeed();
+        const { seed, rand, pick } = seeded();
         const total = Number(process.env.BERTH_FUZZ_MCP_N ?? 2000);
-        const rand = rng(seed);
-        const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
         const strings = [
           '../../../etc/passwd',
           `${host}/secret.txt`,
