@@ -1,10 +1,17 @@
 // The supervision dashboard in Debian's Chromium (playwright-core), against one node with many
 // environments: the page's first render, a command's start reaching the page, and a keystroke's
 // echo in the web terminal. Each beside its peer without the page: the same event reaching
-// `berth.events()` in a program, and the same keystroke echoed on the node's PTY WebSocket.
+// `berth.events()` in a program, and the same keystroke echoed on the dashboard's terminal
+// WebSocket from a program (no browser) and on the node's PTY WebSocket.
 //
-//   node dist/bench/dashboard.js [--envs 50] [--n 30] [--engine podman] [--max-seconds 300]
+// The environments are spread over `--nodes` nodes: this one and others it knows over TCP
+// (`berth node add`), as a supervisor's page shows them.
+//
+//   node dist/bench/dashboard.js [--envs 50] [--nodes 3] [--n 30] [--engine podman] [--max-seconds 300]
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
+import WebSocket from 'ws';
 import { Berth } from '../src/sdk/index.js';
 import {
   BerthNode,
@@ -23,7 +30,7 @@ import {
   setDeadline,
 } from './lib.js';
 
-const opts = parseOptions({ envs: 50, n: 30, engine: 'podman', 'max-seconds': 300 });
+const opts = parseOptions({ envs: 50, nodes: 3, n: 30, engine: 'podman', 'max-seconds': 300 });
 const results: Row[] = [];
 const report: Record<string, unknown> = {
   benchmark: 'dashboard',
@@ -49,9 +56,29 @@ function probes(n: number): void {
   const w = window;
   const waiting = new Map<string, (t: number) => void>();
   let keyAt = 0;
+  let sentAt = 0;
+  let gotAt = 0;
   let echo: ((ms: number) => void) | null = null;
+  // Where an echo's time goes: the key to the page's WebSocket send, the send to the echo's
+  // arrival, and the arrival to xterm.js drawing it.
+  const WS = w.WebSocket as new (...a: unknown[]) => { addEventListener(t: string, f: () => void): void; send(d: unknown): void };
+  w.WebSocket = class extends WS {
+    constructor(...a: unknown[]) {
+      super(...a);
+      this.addEventListener('message', () => {
+        if (sentAt && !gotAt) gotAt = performance.now();
+      });
+    }
+    override send(d: unknown): void {
+      if (keyAt && !sentAt) sentAt = performance.now();
+      super.send(d);
+    }
+  };
+  w.__echoParts = [] as number[][];
   w.__waitRunning = (key: string) => new Promise<number>((r) => waiting.set(key, r));
   w.__nextEcho = () => {
+    sentAt = 0;
+    gotAt = 0;
     w.__rowsBefore = document.querySelector('.xterm-rows')?.textContent;
     return new Promise<number>((r) => (echo = r));
   };
@@ -75,7 +102,9 @@ function probes(n: number): void {
         w.__rowsBefore = rows.textContent;
         const done = echo;
         echo = null;
-        done(performance.now() - keyAt);
+        const t = performance.now();
+        if (sentAt && gotAt) (w.__echoParts as number[][]).push([sentAt - keyAt, gotAt - sentAt, t - gotAt]);
+        done(t - keyAt);
       }
     }
   }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
@@ -102,7 +131,8 @@ async function firstRender(page: Page, base: string): Promise<void> {
   results.push(
     s.row({
       envs: opts.envs,
-      how: `navigation start to ${opts.envs} cards drawn (MutationObserver in the page)`,
+      nodes: opts.nodes,
+      how: `navigation start to ${opts.envs} cards from ${opts.nodes} node(s) drawn (MutationObserver in the page)`,
       p50_scripts_loaded_ms: p50(parts.scripts),
       p50_feed_first_message_ms: p50(parts.feed),
     }),
@@ -168,12 +198,50 @@ async function keystrokeEcho(page: Page, berth: Berth, node: BerthNode): Promise
     await page.keyboard.press('a');
     return echoed;
   });
+  const parts = await page.evaluate(() => window.__echoParts as number[][]);
+  const part = (i: number): number | null => (parts.length ? p50(parts.map((x) => x[i]!)) : null);
   results.push(
     s.row({
       engine: node.engine,
       how: 'keydown in the page to the echoed character drawn by xterm.js (through the dashboard and the node)',
+      p50_key_to_send_ms: part(0),
+      p50_send_to_echo_ms: part(1),
+      p50_echo_to_drawn_ms: part(2),
     }),
   );
+  // Between the two: a byte on the dashboard's own terminal WebSocket, from this process with
+  // the page's session cookie, until its echo comes back (the dashboard's bridge, no browser).
+  const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+  const host = new URL(page.url()).host;
+  const port = new URL(page.url()).port;
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/terminal?env=bench-0&mode=shell&cols=80&rows=24`, {
+    headers: { host, origin: `http://${host}`, cookie },
+  });
+  let onEcho: (() => void) | null = null;
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.on('message', (d, bin) => {
+      if (bin) onEcho?.();
+      else if (String(d).includes('"session"')) resolve();
+    });
+    ws.on('error', reject);
+  });
+  try {
+    await opened;
+    ws.send(Buffer.from('cat > /dev/null\n'));
+    await new Promise((r) => setTimeout(r, 300));
+    const bridge = await series('dashboard-terminal-websocket-echo', budget(60), async () => {
+      const got = new Promise<void>((r) => (onEcho = r));
+      const t0 = performance.now();
+      ws.send(Buffer.from('a'));
+      await got;
+      return performance.now() - t0;
+    });
+    results.push(
+      bridge.row({ engine: node.engine, how: "a byte on the dashboard's terminal WebSocket (no browser) until its echo arrives" }),
+    );
+  } finally {
+    ws.close();
+  }
   // The peer: a byte written on the node's PTY WebSocket until its echo comes back.
   const env = await berth.get('bench-0');
   let onOut: (() => void) | null = null;
@@ -215,15 +283,28 @@ runBench(report, (opts['max-seconds'] + 90) * 1000, async () => {
     };
     await Promise.all([lane(), lane(), lane(), lane()]);
   });
+  // The other nodes, each known to this one by name; environment i lives on node i % nodes.
+  const sdks = [berth];
+  for (let j = 1; j < Math.max(1, opts.nodes); j++) {
+    const other = await BerthNode.start(engine, digest, { listen: '127.0.0.1:0' });
+    const sdk = await Berth.connect({ socketPath: other.socketPath, autostart: false });
+    onCleanup(`close the SDK of node ${j + 1}`, () => sdk.close());
+    sdks.push(sdk);
+    const tcp = await other.tcpEndpoint();
+    const tokenFile = join(node.home, `n${j + 1}.token`);
+    writeFileSync(tokenFile, tcp.token, { mode: 0o600 });
+    const add = await node.cli(['node', 'add', `n${j + 1}`, `tcp://${tcp.host}:${tcp.port}`, '--token-file', tokenFile]);
+    if (add.code !== 0) throw new Error(`berth node add exited ${add.code}: ${add.stderr.trim()}`);
+  }
   const t0 = performance.now();
   const todo = Array.from({ length: opts.envs }, (_, i) => i);
   const make = async (): Promise<void> => {
     for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
-      await berth.create({ name: `bench-${i}`, repo, agent: `agent-${i % 7}`, task: `task ${i}` });
+      await sdks[i % sdks.length]!.create({ name: `bench-${i}`, repo, agent: `agent-${i % 7}`, task: `task ${i}` });
     }
   };
   await Promise.all([make(), make(), make()]);
-  log(`${opts.envs} environments in ${Math.round(performance.now() - t0)} ms`);
+  log(`${opts.envs} environments on ${sdks.length} node(s) in ${Math.round(performance.now() - t0)} ms`);
   const link = await node.cli(['dashboard', '--json']);
   if (link.code !== 0) throw new Error(`berth dashboard exited ${link.code}: ${link.stderr.trim()}`);
   const url = (JSON.parse(link.stdout) as { url: string }).url;
@@ -242,6 +323,7 @@ runBench(report, (opts['max-seconds'] + 90) * 1000, async () => {
   report.ratios_p50 = {
     'command-start: page / sdk-events': ratio(p50('dashboard-command-start-to-page'), p50('sdk-events-command-start')),
     'keystroke-echo: page / pty-websocket': ratio(p50('dashboard-keystroke-echo'), p50('pty-websocket-echo')),
+    'keystroke-echo: dashboard websocket / pty-websocket': ratio(p50('dashboard-terminal-websocket-echo'), p50('pty-websocket-echo')),
   };
   report.meets_targets = {
     'first-render_p50_le_1000_ms': (p50('dashboard-first-render') ?? Infinity) <= 1000,

@@ -426,9 +426,13 @@ export class NodeClient {
 
   /**
    * The node's events as they happen, from after `since` (an event id) when given, so a
-   * subscriber that reconnects misses nothing. Ends when `signal` aborts.
+   * subscriber that reconnects misses nothing. Ends when `signal` aborts. A stream that drops
+   * is opened again from the last event seen; `onConnection` hears each time it opens (true)
+   * and drops (false, with why).
    */
-  async *events(opts: { env?: string; since?: number; signal?: AbortSignal } = {}): AsyncGenerator<BerthEvent> {
+  async *events(
+    opts: { env?: string; since?: number; signal?: AbortSignal; onConnection?: (up: boolean, why?: Error) => void } = {},
+  ): AsyncGenerator<BerthEvent> {
     let last = opts.since;
     for (let attempt = 0; ; attempt++) {
       const q = new URLSearchParams();
@@ -440,6 +444,7 @@ export class NodeClient {
       // away, a restart) is tried again for a while, from the last event seen.
       const res = attempt === 0 ? await this.open('GET', path, opts.signal) : await this.reopen(path, opts.signal);
       if (!res) return;
+      opts.onConnection?.(true);
       let buf = '';
       let ended = false;
       try {
@@ -466,8 +471,10 @@ export class NodeClient {
       } catch (err) {
         if (opts.signal?.aborted) return;
         if (!(err instanceof Error) || !/aborted|ECONNRESET|socket hang up/.test(err.message)) throw err;
+        opts.onConnection?.(false, err);
       }
       if (opts.signal?.aborted) return;
+      if (ended) opts.onConnection?.(false, new Error('the node closed the event stream'));
       if (ended) await sleep(200, undefined, { signal: opts.signal }).catch(() => undefined);
     }
   }

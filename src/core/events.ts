@@ -31,6 +31,8 @@ export const BerthEvent = z.discriminatedUnion('type', [
     exitCode: z.number(),
     timedOut: z.boolean(),
     durationMs: z.number(),
+    /** The last KiB of what the command wrote (stdout and stderr as they came), as UTF-8. */
+    outputTail: z.string().max(4096).optional(),
   }),
   z.object({ ...base, type: z.literal('service.health'), service: z.string(), state: ServiceState, detail: z.string().nullable() }),
   z.object({

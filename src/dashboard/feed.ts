@@ -19,7 +19,7 @@ export interface Card {
   name: string;
   info: EnvInfo;
   running: { command: string; argv: string[]; since: string } | null;
-  last: { argv: string[]; exitCode: number; timedOut: boolean; durationMs: number; at: string } | null;
+  last: { argv: string[]; exitCode: number; timedOut: boolean; durationMs: number; at: string; output: string | null } | null;
   services: Array<{ name: string; state: string; detail: string | null; ports: number[]; logTail: string | null }>;
   ports: number[];
   changed: Array<{ path: string; status: string }> | null;
@@ -33,9 +33,26 @@ export interface Card {
 }
 
 export type FeedMessage =
-  | { type: 'hello'; cards: Card[]; nodes: Array<{ node: string | null; id: string | null; error: string | null }> }
+  | { type: 'hello'; cards: Card[]; nodes: NodeState[] }
   | { type: 'card'; card: Card }
-  | { type: 'gone'; key: string; reason: string };
+  | { type: 'gone'; key: string; reason: string }
+  | { type: 'nodes'; nodes: NodeState[] };
+
+export interface NodeState {
+  /** null for this node. */
+  node: string | null;
+  id: string | null;
+  /** Why the node cannot be reached now; null while its event stream is open. */
+  error: string | null;
+}
+
+/** Terminal output as plain text: escape sequences and control characters (but tabs and newlines) out. */
+export function plain(text: string): string {
+  return text
+    .replace(/\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]/g, '')
+    .replace(/\r\n/g, '\n')
+    .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
+}
 
 interface Running {
   argv: string[];
@@ -49,6 +66,7 @@ export class Feed {
   private readonly subscribers = new Set<(m: FeedMessage) => void>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly nodes = new Map<string | null, { id: string | null; error: string | null }>();
+  private readonly followed = new Set<string | null>();
   private readonly abort = new AbortController();
   private statsTimer: NodeJS.Timeout | undefined;
   private describing = 0;
@@ -61,14 +79,16 @@ export class Feed {
 
   /** Starts following every node; resolves once this node has been listed (other nodes come as they answer). */
   async start(): Promise<void> {
-    const [local, ...remotes] = this.sources.all(this.log);
-    for (const r of remotes) void this.follow(r);
+    const [local] = this.sources.all(this.log);
+    this.followNew();
     await this.follow(local!);
     this.statsTimer = setInterval(() => void this.sampleStats(), STATS_EVERY_MS);
     this.statsTimer.unref();
   }
 
   subscribe(fn: (m: FeedMessage) => void): () => void {
+    // A node added since (`berth node add`) shows from the next page that opens.
+    this.followNew();
     this.subscribers.add(fn);
     fn(this.hello());
     if (this.subscribers.size === 1) void this.sampleStats();
@@ -79,7 +99,7 @@ export class Feed {
     return {
       type: 'hello',
       cards: [...this.cards.values()],
-      nodes: [...this.nodes].map(([node, v]) => ({ node, ...v })),
+      nodes: this.nodeStates(),
     };
   }
 
@@ -102,34 +122,91 @@ export class Feed {
     this.send({ type: 'card', card: c });
   }
 
+  /** Every known node not followed yet (this one first, at start). */
+  private followNew(): void {
+    for (const s of this.sources.all(this.log)) {
+      if (s.node === null || this.followed.has(s.node)) continue;
+      this.followed.add(s.node);
+      void this.follow(s);
+    }
+  }
+
+  private setNode(source: Source, v: { id?: string | null; error: string | null }): void {
+    const was = this.nodes.get(source.node);
+    const next = { id: v.id ?? was?.id ?? null, error: v.error };
+    if (was && was.id === next.id && was.error === next.error) return;
+    this.nodes.set(source.node, next);
+    if (next.error && next.error !== was?.error) this.log(`berth: dashboard: node ${source.node ?? '(this node)'}: ${next.error}`);
+    this.send({ type: 'nodes', nodes: this.nodeStates() });
+  }
+
+  private nodeStates(): NodeState[] {
+    return [...this.nodes].map(([node, v]) => ({ node, ...v }));
+  }
+
   private async follow(source: Source): Promise<void> {
     const signal = this.abort.signal;
     try {
       const id = (await source.client.node(AbortSignal.any([signal, AbortSignal.timeout(10_000)]))).node;
-      this.nodes.set(source.node, { id, error: null });
-      for (const info of await source.client.listEnvs(signal)) this.put(source, info);
+      await this.relist(source);
+      this.setNode(source, { id, error: null });
       await this.countSnapshots(source);
     } catch (err) {
       if (signal.aborted) return;
-      this.nodes.set(source.node, { id: null, error: (err as Error).message });
-      this.log(`berth: dashboard: node ${source.node ?? '(this node)'}: ${(err as Error).message}`);
+      this.setNode(source, { error: (err as Error).message });
     }
     void this.stream(source);
   }
 
-  /** The node's events, for as long as the dashboard runs; a node that drops is tried again. */
+  /** The node's list, put in place of what the page had of it: new cards, fresh ones, and the gone. */
+  private async relist(source: Source): Promise<void> {
+    const listed = await source.client.listEnvs(AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]));
+    const keys = new Set<string>();
+    for (const info of listed) {
+      const c = this.put(source, info);
+      keys.add(c.key);
+      this.changed(c);
+      this.scheduleDescribe(source, c.key, 0);
+    }
+    for (const c of [...this.cards.values()]) {
+      if (c.node !== source.node || keys.has(c.key)) continue;
+      this.cards.delete(c.key);
+      this.send({ type: 'gone', key: c.key, reason: 'removed while its node was out of reach' });
+    }
+  }
+
+  /**
+   * The node's events, for as long as the dashboard runs. A node that drops is shown as out of
+   * reach at once; when its stream opens again, its list is read afresh and the events it kept
+   * meanwhile are replayed.
+   */
   private async stream(source: Source): Promise<void> {
     const signal = this.abort.signal;
     let since: number | undefined;
+    let down = this.nodes.get(source.node)?.error != null;
+    const onConnection = (up: boolean, why?: Error): void => {
+      if (!up) {
+        down = true;
+        this.setNode(source, { error: `lost its event stream (${why?.message ?? 'closed'}); trying again` });
+        return;
+      }
+      if (!down) return;
+      down = false;
+      void this.relist(source).then(
+        () => this.setNode(source, { error: null }),
+        (err: unknown) => this.setNode(source, { error: (err as Error).message }),
+      );
+    };
     while (!signal.aborted) {
       try {
-        for await (const e of source.client.events({ since, signal })) {
+        for await (const e of source.client.events({ since, signal, onConnection })) {
           since = e.id;
           this.onEvent(source, e);
         }
       } catch (err) {
         if (signal.aborted) return;
-        this.nodes.set(source.node, { id: this.nodes.get(source.node)?.id ?? null, error: (err as Error).message });
+        down = true;
+        this.setNode(source, { error: (err as Error).message });
       }
       await new Promise((r) => setTimeout(r, 2000).unref());
     }
@@ -204,7 +281,14 @@ export class Feed {
         const r = m?.get(e.command);
         if (!r) return;
         m!.delete(e.command);
-        c.last = { argv: r.argv, exitCode: e.exitCode, timedOut: e.timedOut, durationMs: e.durationMs, at: e.at };
+        c.last = {
+          argv: r.argv,
+          exitCode: e.exitCode,
+          timedOut: e.timedOut,
+          durationMs: e.durationMs,
+          at: e.at,
+          output: e.outputTail ? plain(e.outputTail) : null,
+        };
         const next = [...m!.entries()].pop();
         c.running = next ? { command: next[0], argv: next[1].argv, since: next[1].since } : null;
         this.scheduleDescribe(source, key);

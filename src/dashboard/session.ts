@@ -2,9 +2,10 @@
 // is exchanged for a session cookie; preview hosts get a cookie of their own through a short
 // handoff token in the URL. Cookies are signed (HMAC-SHA256) with a key kept 0600 in the node's
 // home, so they hold no server-side state and survive a daemon restart; replacing the key file
-// ends every session at once.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+// ends every session at once. Login links not used yet are kept (as hashes) in a 0600 file, so
+// a link printed just before a restart still works once after it.
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** How long a login link works, unused. */
@@ -26,13 +27,29 @@ function loadKey(home: string): Buffer {
   return key;
 }
 
+const hashOf = (token: string): string => createHash('sha256').update(token).digest('base64url');
+
 export class Sessions {
   private readonly key: Buffer;
-  /** Login tokens not used yet, with their expiry. One-time: in memory only, so a restart voids them. */
+  /** Login tokens not used yet, by their SHA-256, with their expiry. */
   private readonly logins = new Map<string, number>();
+  private readonly loginsFile: string;
 
   constructor(home: string) {
     this.key = loadKey(home);
+    this.loginsFile = join(home, 'dashboard-logins.json');
+    try {
+      const kept = JSON.parse(readFileSync(this.loginsFile, 'utf8')) as Record<string, unknown>;
+      for (const [h, exp] of Object.entries(kept)) if (typeof exp === 'number' && exp > Date.now()) this.logins.set(h, exp);
+    } catch {
+      /* none kept, or unreadable: links made before are void, as after a key change */
+    }
+  }
+
+  private saveLogins(): void {
+    const tmp = `${this.loginsFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.logins)), { mode: 0o600 });
+    renameSync(tmp, this.loginsFile);
   }
 
   private mac(text: string): string {
@@ -61,16 +78,19 @@ export class Sessions {
     const now = Date.now();
     for (const [t, exp] of this.logins) if (exp <= now) this.logins.delete(t);
     const token = randomBytes(24).toString('base64url');
-    this.logins.set(token, now + LOGIN_TTL_MS);
+    this.logins.set(hashOf(token), now + LOGIN_TTL_MS);
+    this.saveLogins();
     return { token, expiresAt: new Date(now + LOGIN_TTL_MS).toISOString() };
   }
 
   /** A session cookie's value for a login token, or null when the token is unknown, used or expired. */
   exchange(token: unknown): string | null {
     if (typeof token !== 'string') return null;
-    const exp = this.logins.get(token);
+    const h = hashOf(token);
+    const exp = this.logins.get(h);
     if (exp === undefined) return null;
-    this.logins.delete(token);
+    this.logins.delete(h);
+    this.saveLogins();
     if (exp <= Date.now()) return null;
     return this.sign('session', [String(Date.now() + SESSION_TTL_MS), randomBytes(12).toString('base64url')]);
   }

@@ -10,6 +10,32 @@ import type { EnvManager } from './manager.js';
 import { leaseOf } from './supervision.js';
 
 export const MAX_BUFFERED_OUTPUT = 16 * 1024 * 1024;
+/** How much of a command's output its `command.ended` event carries (for the dashboard's cards). */
+const OUTPUT_TAIL_BYTES = 1024;
+
+/** The last `max` bytes written to it, kept without copying every chunk. */
+class Tail {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly max: number) {}
+  add(c: Buffer): void {
+    if (c.length >= this.max) {
+      this.chunks = [Buffer.from(c.subarray(c.length - this.max))];
+      this.size = this.max;
+      return;
+    }
+    this.chunks.push(Buffer.from(c));
+    this.size += c.length;
+    while (this.size - this.chunks[0]!.length >= this.max) this.size -= this.chunks.shift()!.length;
+  }
+  text(): string {
+    const all = Buffer.concat(this.chunks);
+    let from = Math.max(0, all.length - this.max);
+    // Not from the middle of a UTF-8 character.
+    while (from < all.length && (all[from]! & 0xc0) === 0x80) from++;
+    return all.subarray(from).toString('utf8');
+  }
+}
 
 export function agentError(res: AgentResponse): BerthError {
   const code = res.error?.code;
@@ -58,10 +84,14 @@ export async function startExec(
   const tAsk = performance.now();
   const hasStdin = req.interactiveStdin === true || req.stdin !== undefined;
   manager.busy(row.id, 1);
+  const tail = new Tail(OUTPUT_TAIL_BYTES);
   const stream = conn.open(
     // The name is the environment's own, even for one claimed from a pool under another name.
     { op: 'exec', argv: req.argv, cwd: req.cwd, env: { ...req.env, BERTH_ENV: row.name }, timeoutMs: req.timeoutMs, stdin: hasStdin },
-    { onStdout: (c) => sink.stdout(c), onStderr: (c) => sink.stderr(c) },
+    {
+      onStdout: (c) => (tail.add(c), sink.stdout(c)),
+      onStderr: (c) => (tail.add(c), sink.stderr(c)),
+    },
   );
   if (req.stdin !== undefined) {
     stream.writeStdin(Buffer.from(req.stdin, 'base64'));
@@ -72,7 +102,16 @@ export async function startExec(
   const who = { env: row.name, agent: row.agent };
   manager.events.emit({ type: 'command.started', ...who, command, argv: req.argv, via });
   const ended = (exitCode: number, timedOut: boolean): void => {
-    manager.events.emit({ type: 'command.ended', ...who, command, exitCode, timedOut, durationMs: round(performance.now() - t0) });
+    const outputTail = tail.text();
+    manager.events.emit({
+      type: 'command.ended',
+      ...who,
+      command,
+      exitCode,
+      timedOut,
+      durationMs: round(performance.now() - t0),
+      ...(outputTail ? { outputTail } : {}),
+    });
   };
   const result = stream.done.then(
     (res) => {

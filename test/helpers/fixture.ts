@@ -126,6 +126,13 @@ export class NodeFixture {
     return f;
   }
 
+  /** A node started with these daemon arguments (`--listen ADDR`, say). */
+  static async startWith(engine: EngineName, args: string[], extraEnv: Record<string, string> = {}): Promise<NodeFixture> {
+    const f = new NodeFixture(engine, extraEnv);
+    await f.startDaemonWith(args);
+    return f;
+  }
+
   get env(): NodeJS.ProcessEnv {
     // Each test node's dashboard on a port of its own (the default, 7781, is one per machine).
     return {

@@ -172,14 +172,20 @@ for (const engine of testEngines()) {
     it('a command started with the CLI appears as running, then ends with its exit code', () =>
       t.track(
         (async () => {
-          const child = spawn(process.execPath, [join(ROOT, 'bin', 'berth'), 'exec', 'demo', '--', 'sh', '-c', 'sleep 1.5; exit 3'], {
-            env: f.env,
-            stdio: 'ignore',
-          });
+          const child = spawn(
+            process.execPath,
+            [join(ROOT, 'bin', 'berth'), 'exec', 'demo', '--', 'sh', '-c', 'echo out-$((6*7)); sleep 1.5; exit 3'],
+            {
+              env: f.env,
+              stdio: 'ignore',
+            },
+          );
           const exited = new Promise<number | null>((r) => child.on('exit', r));
           await card('demo').locator('.running code').filter({ hasText: 'sleep 1.5' }).waitFor();
           assert.equal(await exited, 3);
           await card('demo').locator('.last .exit').filter({ hasText: 'exited 3' }).waitFor();
+          // Its output's tail, as plain text.
+          await card('demo').locator('pre.tail.command').filter({ hasText: 'out-42' }).waitFor();
         })(),
       ));
 
@@ -282,6 +288,8 @@ for (const engine of testEngines()) {
           await stranger.goto(`http://${host}/`);
           assert.match(await stranger.locator('body').innerText(), /shown only to a dashboard session/);
           await stranger.close();
+          // A login link printed before the restart still works once after it.
+          const pending = await loginUrl();
           await f.killDaemon('SIGTERM');
           await f.startDaemon();
           // (Node does not resolve *.localhost names as browsers do: the host goes in the header.)
@@ -293,6 +301,11 @@ for (const engine of testEngines()) {
           await preview.reload();
           await preview.locator('h1').filter({ hasText: 'hello from demo' }).waitFor();
           await preview.close();
+          const late = await browser.newPage();
+          await late.goto(pending);
+          await late.waitForURL(`${base}/`);
+          await late.locator('article[data-env="demo"]').waitFor();
+          await late.close();
         })(),
       ));
 

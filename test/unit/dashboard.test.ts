@@ -1,9 +1,10 @@
 // The dashboard's pure parts: login tokens, signed cookies, preview host names, its address.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { plain } from '../../src/dashboard/feed.js';
 import { dashboardAddress } from '../../src/dashboard/index.js';
 import { diffArgv, isOwnCommand } from '../../src/dashboard/own-commands.js';
 import { previewHost, previewTarget } from '../../src/dashboard/preview.js';
@@ -21,6 +22,17 @@ describe('dashboard sessions', () => {
     assert.equal(s.exchange('made-up'), null);
     assert.equal(s.exchange(undefined), null);
     assert.equal(statSync(join(home, 'dashboard.key')).mode & 0o777, 0o600);
+  });
+
+  it('a login link not used yet works once after a restart; the file keeps no token', () => {
+    const { token } = s.mintLogin();
+    const file = join(home, 'dashboard-logins.json');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.doesNotMatch(readFileSync(file, 'utf8'), new RegExp(token));
+    const after = new Sessions(home);
+    assert.ok(after.validSession(after.exchange(token) ?? undefined));
+    assert.equal(new Sessions(home).exchange(token), null);
+    assert.equal(after.exchange(token), null);
   });
 
   it('a session survives a restart (same key), not a tampered or foreign cookie', () => {
@@ -97,5 +109,12 @@ describe('the dashboard address', () => {
       (e: { code?: string; hint?: string }) => e.code === 'usage' && /loopback only/.test(e.hint ?? ''),
     );
     assert.throws(() => dashboardAddress('127.0.0.1:99999'), /invalid dashboard address/);
+  });
+});
+
+describe("a command's output on a card", () => {
+  it('is plain text: colours, cursor moves, titles and control characters go; tabs and newlines stay', () => {
+    assert.equal(plain('\x1b[31mred\x1b[0m\tok\r\nnext\x1b]0;title\x07 line\x1b[2K\x00\x7f'), 'red\tok\nnext line');
+    assert.equal(plain('plain'), 'plain');
   });
 });

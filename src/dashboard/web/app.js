@@ -93,6 +93,7 @@ function summary() {
 let rev = 0;
 function put(card) {
   card.rev = ++rev;
+  card.nodeError = card.node === null ? null : (nodes.find((n) => n.node === card.node)?.error ?? null);
   cards.set(card.key, card);
   panelUpdate(card);
   redraw();
@@ -133,7 +134,12 @@ function connect() {
   };
   es.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
-    if (m.type === 'hello') {
+    if (m.type === 'nodes') {
+      nodes = m.nodes;
+      // The cards of a node that went out of reach, or came back, say so.
+      for (const c of cards.values()) if (c.node !== null && c.nodeError !== (nodes.find((n) => n.node === c.node)?.error ?? null)) put(c);
+      redraw();
+    } else if (m.type === 'hello') {
       nodes = m.nodes;
       const keys = new Set(m.cards.map((c) => c.key));
       for (const k of [...cards.keys()]) if (!keys.has(k)) (cards.delete(k), panelGone(k, 'removed'));

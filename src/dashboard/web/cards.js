@@ -65,17 +65,21 @@ export function renderCard(c, on) {
     h('a', { class: 'port', href: `/preview${envPath(c.key).slice(4)}/${p}`, target: '_blank', rel: 'noopener', text: `:${p} ↗` }),
   );
   const changed = c.changed;
-  const tail = c.services
-    .map((s) => s.logTail)
-    .filter(Boolean)
-    .join('\n')
-    .split('\n')
-    .slice(-6)
-    .join('\n');
+  const lastLines = (text) => text.replace(/\n+$/, '').split('\n').slice(-6).join('\n');
+  // Recent output: the last command's, or else its services' logs.
+  const own = c.running ? null : c.last?.output;
+  const tail = lastLines(
+    own ||
+      c.services
+        .map((s) => s.logTail)
+        .filter(Boolean)
+        .join('\n'),
+  );
   return h(
     'article',
     { class: `card state-${i.state} ${st ? `agent-${st.state}` : ''} ${i.lease ? 'leased' : ''}`, 'data-env': c.key },
     h('header', {}, h('h3', { class: 'name', text: c.key }), h('span', { class: `state ${i.state}`, text: i.state })),
+    c.nodeError ? h('p', { class: 'node-out', text: `its node ${c.node} is out of reach; shown as last seen (${c.nodeError})` }) : null,
     h('p', { class: 'who' }, h('b', { text: i.labels.agent ?? 'no agent' }), ' · ', h('span', { text: i.labels.task ?? 'no task' })),
     h(
       'p',
@@ -146,7 +150,13 @@ export function renderCard(c, on) {
       ' · ',
       since('active ', c.activity, ' ago'),
     ),
-    tail ? h('pre', { class: 'tail', text: tail }) : null,
+    tail
+      ? h('pre', {
+          class: `tail ${own ? 'command' : 'services'}`,
+          title: own ? 'the last command’s output' : 'its services’ logs',
+          text: tail,
+        })
+      : null,
     h(
       'nav',
       { class: 'actions' },
